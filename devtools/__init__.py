@@ -1,0 +1,1 @@
+"""Tools for development and tests (DynamoDB Local, `make run`, `make invoke`); never deployed."""

@@ -1,0 +1,246 @@
+"""The chat service: resolve the session, load its window, run the model, append the turn.
+
+One code path serves streamed and buffered answers: both consume the provider's
+event stream; the turn is appended once the model has finished and before the
+client is told it is done, so a client that saw the end of an answer can continue
+the session at once. A failed model call stores nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import ApiError, not_found, too_large, unavailable
+from core.providers.base import PASSTHROUGH_OPTIONS, Finish, ModelProvider, ModelRequest, TextDelta, ToolCallDelta
+from core.sessions import (
+    new_session_id,
+    split_continuation,
+    split_stateless,
+    title_of,
+    trim_window,
+    validate_session_id,
+)
+from core.settings import Settings
+from core.store.base import NewTurn, SessionKey, SessionState, SessionStore, StoreUnavailable, TurnTooLarge
+from core.wire import (
+    ChatCompletionRequest,
+    chunk_body,
+    completion_body,
+    new_completion_id,
+    now,
+    usage_body,
+    usage_chunk_body,
+)
+
+logger = logging.getLogger("threadline.chat")
+
+
+@dataclass
+class PreparedTurn:
+    """Everything decided before the model runs; the face sends `session_id` at once."""
+
+    session_id: str
+    key: SessionKey
+    fresh_session: bool
+    model: str
+    model_request: ModelRequest
+    new_input: list[dict[str, Any]]
+    system: list[dict[str, Any]]
+    state: SessionState | None
+    include_usage: bool
+    completion_id: str = field(default_factory=new_completion_id)
+    created: int = field(default_factory=now)
+
+
+class ReplyBuilder:
+    """Assembles the assistant message from provider events."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.finish = Finish()
+
+    def add(self, event: TextDelta | ToolCallDelta | Finish) -> None:
+        if isinstance(event, TextDelta):
+            self.text.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            call = self.tool_calls.setdefault(
+                event.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+            )
+            if event.id:
+                call["id"] = event.id
+            if event.name:
+                call["function"]["name"] += event.name
+            call["function"]["arguments"] += event.arguments
+        else:
+            self.finish = event
+
+    def message(self) -> dict[str, Any]:
+        reply: dict[str, Any] = {"role": "assistant", "content": "".join(self.text)}
+        if self.tool_calls:
+            reply["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+            if not reply["content"]:
+                reply["content"] = None
+        return reply
+
+    def usage(self) -> dict[str, int]:
+        usage = self.finish.usage
+        return usage_body(usage.prompt_tokens, usage.completion_tokens) if usage else usage_body(0, 0)
+
+
+class ChatService:
+    def __init__(self, store: SessionStore, provider: ModelProvider, settings: Settings) -> None:
+        self.store = store
+        self.provider = provider
+        self.settings = settings
+
+    async def prepare(self, request: ChatCompletionRequest, *, session_header: str | None, owner: str) -> PreparedTurn:
+        """Apply the session rules; read the session where there is one. No model call yet."""
+        continuing = session_header is not None
+        session_id = validate_session_id(session_header) if session_header is not None else new_session_id()
+        model = self._resolve_model(request.model)
+        split = split_continuation(request.messages) if continuing else split_stateless(request.messages)
+        try:
+            self.store.check_turn(split.new_input, fresh_session=not continuing)
+        except TurnTooLarge as error:
+            raise too_large(error.reason, param="messages") from None
+
+        key = SessionKey(owner=owner, session_id=session_id)
+        state: SessionState | None = None
+        if continuing:
+            state = await self._load(key)
+            history = (state or SessionState()).messages
+            cut = state is not None and state.message_count > len(history)
+            system = split.system or (state.system if state else [])
+            messages = [*system, *trim_window(history, cut=cut), *split.new_input]
+        else:
+            messages = [m.stored() for m in request.messages]
+
+        options = {name: getattr(request, name) for name in PASSTHROUGH_OPTIONS if getattr(request, name) is not None}
+        return PreparedTurn(
+            session_id=session_id,
+            key=key,
+            fresh_session=not continuing,
+            model=model,
+            model_request=ModelRequest(model=self.settings.models[model], messages=messages, options=options),
+            new_input=split.new_input,
+            system=split.system,
+            state=state,
+            include_usage=request.wants_usage_chunk,
+        )
+
+    async def complete(self, turn: PreparedTurn) -> dict[str, Any]:
+        """The buffered answer: run the model to the end, append the turn, return the body."""
+        reply = ReplyBuilder()
+        async for event in self.provider.stream(turn.model_request):
+            reply.add(event)
+        await self._commit(turn, reply.message())
+        return completion_body(
+            completion_id=turn.completion_id,
+            created=turn.created,
+            model=turn.model,
+            message=reply.message(),
+            finish_reason=reply.finish.reason,
+            usage=reply.usage(),
+        )
+
+    async def stream(self, turn: PreparedTurn) -> AsyncIterator[dict[str, Any]]:
+        """The streamed answer as chunk bodies; an `ApiError` raised here after the first
+        chunk is the face's cue to send an error frame."""
+        reply = ReplyBuilder()
+        yield self._chunk(turn, {"role": "assistant", "content": ""})
+        async for event in self.provider.stream(turn.model_request):
+            reply.add(event)
+            if isinstance(event, TextDelta):
+                if event.text:
+                    yield self._chunk(turn, {"content": event.text})
+            elif isinstance(event, ToolCallDelta):
+                yield self._chunk(turn, {"tool_calls": [_tool_call_chunk(event)]})
+        await self._commit(turn, reply.message())
+        yield self._chunk(turn, {}, finish_reason=reply.finish.reason)
+        if turn.include_usage:
+            yield usage_chunk_body(
+                completion_id=turn.completion_id, created=turn.created, model=turn.model, usage=reply.usage()
+            )
+
+    def model_ids(self) -> list[str]:
+        return list(self.settings.models)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _resolve_model(self, requested: str | None) -> str:
+        if not requested:
+            return self.settings.default_model
+        if requested not in self.settings.models:
+            raise not_found(
+                f"The model `{requested}` does not exist or you do not have access to it.",
+                param="model",
+                code="model_not_found",
+            )
+        return requested
+
+    async def _load(self, key: SessionKey) -> SessionState | None:
+        """Rule 7: a store that cannot be read gives empty history, with a warning."""
+        try:
+            return await self.store.load(key, self.settings.history_window)
+        except StoreUnavailable:
+            logger.warning(
+                "session store unreadable; continuing with empty history",
+                extra={"session_id": key.session_id},
+            )
+            return None
+
+    async def _commit(self, turn: PreparedTurn, reply: dict[str, Any]) -> None:
+        new_turn = NewTurn(
+            messages=[*turn.new_input, _storable(reply)], system=turn.system, title=title_of(turn.new_input)
+        )
+        try:
+            result = await self.store.append(turn.key, new_turn, turn.state, fresh_session=turn.fresh_session)
+        except TurnTooLarge as error:
+            raise ApiError(413, error.reason + " Nothing was stored.", code="request_too_large") from None
+        except StoreUnavailable:
+            logger.error("could not store a turn", extra={"session_id": turn.session_id})
+            raise unavailable(
+                "The conversation could not be saved, so nothing was stored. Retry the request."
+            ) from None
+        if result.conflicts:
+            logger.info(
+                "turn appended after concurrent turns",
+                extra={"session_id": turn.session_id, "conflicts": result.conflicts},
+            )
+
+    @staticmethod
+    def _chunk(turn: PreparedTurn, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return chunk_body(
+            completion_id=turn.completion_id,
+            created=turn.created,
+            model=turn.model,
+            delta=delta,
+            finish_reason=finish_reason,
+        )
+
+
+def _storable(reply: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in reply.items() if value is not None}
+
+
+def _tool_call_chunk(event: ToolCallDelta) -> dict[str, Any]:
+    chunk: dict[str, Any] = {"index": event.index, "function": {"arguments": event.arguments}}
+    if event.id:
+        chunk["id"] = event.id
+        chunk["type"] = "function"
+    if event.name:
+        chunk["function"]["name"] = event.name
+    return chunk
+
+
+def build_service(settings: Settings) -> ChatService:
+    """The service as configured: the DynamoDB store and the chosen provider."""
+    from core.providers import create_provider
+    from core.store.dynamodb import DynamoDBSessionStore
+
+    store = DynamoDBSessionStore(settings.sessions_table, ttl_days=settings.session_ttl_days)
+    return ChatService(store, create_provider(settings), settings)

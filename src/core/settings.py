@@ -1,0 +1,96 @@
+"""Configuration, read once from the environment.
+
+Every variable is documented in the README's configuration table; the defaults
+are the local ones (`make run`), the template sets the deployed ones.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+DEFAULT_MODELS: dict[str, str] = {
+    "echo": "echo",
+    "openai": "gpt-4o-mini",
+    "bedrock": "amazon.nova-lite-v1:0",
+}
+
+
+def parse_models(spec: str) -> dict[str, str]:
+    """`"fast=llama3:8b, gpt-4o"` -> `{"fast": "llama3:8b", "gpt-4o": "gpt-4o"}`, in order.
+
+    The left side is the name clients send and `/v1/models` lists; the right side is
+    the provider's own model id. The first entry is the default model.
+    """
+    models: dict[str, str] = {}
+    for entry in spec.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        public, _, upstream = entry.partition("=")
+        public = public.strip()
+        models[public] = upstream.strip() or public
+    return models
+
+
+def _int(name: str, default: int, minimum: int = 0) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _list(name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    sessions_table: str = "threadline-sessions"
+    model_provider: str = "echo"
+    models: dict[str, str] = field(default_factory=lambda: {"echo": "echo"})
+    history_window: int = 40
+    session_ttl_days: int = 30
+    openai_base_url: str | None = None
+    openai_api_key: str | None = None
+    openai_timeout_seconds: int = 600
+    echo_delay_ms: int = 0
+    api_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+
+    @property
+    def default_model(self) -> str:
+        return next(iter(self.models))
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        provider = os.environ.get("MODEL_PROVIDER", "echo").strip().lower() or "echo"
+        if provider not in DEFAULT_MODELS:
+            raise ValueError(f"MODEL_PROVIDER must be one of {', '.join(DEFAULT_MODELS)}, got {provider!r}")
+        models = parse_models(os.environ.get("MODELS", "")) or parse_models(DEFAULT_MODELS[provider])
+        return cls(
+            sessions_table=os.environ.get("SESSIONS_TABLE", "").strip() or "threadline-sessions",
+            model_provider=provider,
+            models=models,
+            history_window=_int("HISTORY_WINDOW", 40, minimum=1),
+            session_ttl_days=_int("SESSION_TTL_DAYS", 30),
+            openai_base_url=os.environ.get("OPENAI_BASE_URL") or None,
+            openai_api_key=os.environ.get("OPENAI_API_KEY") or None,
+            openai_timeout_seconds=_int("OPENAI_TIMEOUT_SECONDS", 600, minimum=1),
+            echo_delay_ms=_int("ECHO_DELAY_MS", 0),
+            api_keys=_list("API_KEYS"),
+            cors_origins=_list("CORS_ORIGINS"),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings; tests call `get_settings.cache_clear()` after changing the env."""
+    return Settings.from_env()

@@ -1,0 +1,1 @@
+"""Where sessions live: an interface (`base`) and its DynamoDB implementation."""

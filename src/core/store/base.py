@@ -1,0 +1,97 @@
+"""The session-store interface the chat service depends on.
+
+Kept apart from DynamoDB so the service's rules read without table details, and
+so the key design, conditions and retries live in one module (`dynamodb`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached or answered with a server-side error after retries."""
+
+
+class TurnTooLarge(Exception):
+    """A message or a turn does not fit the store's limits; nothing was written."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class SessionKey:
+    owner: str
+    """The principal that owns the session (part of every key: rule 10)."""
+    session_id: str
+
+
+@dataclass(frozen=True)
+class Head:
+    """A session's head item as read: the version a conditional append expects."""
+
+    next_seq: int
+    base_seq: int
+    created_at: float
+    expires_at: int | None
+    system: list[dict[str, Any]]
+    title: str
+
+    def live(self, now: float) -> bool:
+        return self.expires_at is None or self.expires_at > now
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """What a read returns: the recent window and the version to append after."""
+
+    head: Head | None = None
+    """The head item read, live or expired; None when the session never existed."""
+    exists: bool = False
+    """True when the head is present and not expired."""
+    system: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    """The most recent messages (at most the window), oldest first."""
+    message_count: int = 0
+    """How many messages the session holds in all."""
+
+
+@dataclass(frozen=True)
+class NewTurn:
+    messages: list[dict[str, Any]]
+    """The turn's input messages followed by the assistant's reply."""
+    system: list[dict[str, Any]]
+    """The system prompt to keep if this turn creates the session (rule 4)."""
+    title: str
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    first_seq: int
+    """The sequence number the turn's first message got."""
+    conflicts: int
+    """How many times a concurrent turn won the race and this one was retried."""
+
+
+class SessionStore(Protocol):
+    def check_turn(self, messages: list[dict[str, Any]], *, fresh_session: bool) -> None:
+        """Raise `TurnTooLarge` if these messages could not be stored; reads nothing."""
+        ...
+
+    async def load(self, key: SessionKey, window: int) -> SessionState:
+        """The session's head and its last `window` messages; `StoreUnavailable` on failure."""
+        ...
+
+    async def append(
+        self, key: SessionKey, turn: NewTurn, expected: SessionState | None, *, fresh_session: bool = False
+    ) -> AppendResult:
+        """Append a turn atomically after whatever the session holds now.
+
+        `expected` is the state the caller read (None if the read failed); when
+        another turn was appended since, the turn goes after it. `fresh_session`
+        says the id was generated for this request, so nobody else can write it.
+        """
+        ...

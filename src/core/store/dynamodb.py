@@ -1,0 +1,393 @@
+"""Sessions in one DynamoDB table: every item kind and access pattern is in this module.
+
+Items, keyed by `pk` (partition) and `sk` (sort):
+
+    pk = SESSION#<owner>#<session id>
+      sk = SESSION           the head: next_seq, base_seq, created/updated times, the
+                             session's system prompt, its title, expires_at, and the
+                             owner index keys (gsi1pk = OWNER#<owner>, gsi1sk = updated time)
+      sk = MSG#<seq:012d>    one message (its OpenAI JSON), with seq and expires_at
+
+- Read: one strongly consistent, descending Query on the partition, Limit = window + 1.
+  `SESSION` sorts after every `MSG#` key, so the head comes first and then the newest
+  messages; `LastEvaluatedKey` is followed when the 1 MB page cap cuts the window.
+  The cost of a read depends on the window, never on the session's length.
+- Write: one TransactWriteItems per turn: a Put of the head conditioned on the
+  `next_seq` that was read (or on its absence), plus a Put per message. The head's
+  `next_seq` is the commit marker: messages at or beyond it are invisible, so
+  concurrent turns on one session never interleave (the loser of a race is retried
+  after the winner's messages) and nothing half-written is ever read.
+- TTL: every item carries `expires_at`, fixed when the session is created (a session
+  lives SESSION_TTL_DAYS from its creation). DynamoDB deletes expired items lazily,
+  so reads drop them too. A session re-created under an expired id numbers its
+  messages after the old ones (`base_seq`), so leftovers are never read as its own.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import anyio
+
+from core.store.base import AppendResult, Head, NewTurn, SessionKey, SessionState, StoreUnavailable, TurnTooLarge
+
+HEAD_SK = "SESSION"
+MESSAGE_PREFIX = "MSG#"
+OWNER_INDEX = "gsi1"
+
+MAX_ITEM_BYTES = 400 * 1024
+"""DynamoDB's item limit, attribute names included."""
+MAX_TRANSACTION_ITEMS = 100
+MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
+MAX_TURN_MESSAGES = MAX_TRANSACTION_ITEMS - 2
+"""A continued turn is one transaction: the head, its input and the reply."""
+MAX_APPEND_ATTEMPTS = 40
+_MESSAGE_OVERHEAD_BYTES = 200
+"""Bytes of a message item besides its JSON: names, keys, numbers (generously)."""
+
+
+def session_pk(key: SessionKey) -> str:
+    return f"SESSION#{key.owner}#{key.session_id}"
+
+
+def message_sk(seq: int) -> str:
+    return f"{MESSAGE_PREFIX}{seq:012d}"
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: float) -> dict[str, str]:
+    return {"N": repr(value) if isinstance(value, float) else str(value)}
+
+
+def _message_bytes(message: dict[str, Any]) -> int:
+    return len(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()) + _MESSAGE_OVERHEAD_BYTES
+
+
+def _parse_head(item: dict[str, Any]) -> Head:
+    return Head(
+        next_seq=int(item["next_seq"]["N"]),
+        base_seq=int(item.get("base_seq", {"N": "0"})["N"]),
+        created_at=float(item["created_at"]["N"]),
+        expires_at=int(item["expires_at"]["N"]) if "expires_at" in item else None,
+        system=json.loads(item["system"]["S"]) if "system" in item else [],
+        title=item.get("title", {"S": ""})["S"],
+    )
+
+
+def _is_expired(item: dict[str, Any], now: float) -> bool:
+    return "expires_at" in item and int(item["expires_at"]["N"]) <= now
+
+
+class _Conflict(Exception):
+    """The head changed since it was read; carries the current one when DynamoDB returned it."""
+
+    def __init__(self, current: dict[str, Any] | None) -> None:
+        super().__init__("session head changed")
+        self.current = current
+
+
+class DynamoDBSessionStore:
+    def __init__(
+        self, table_name: str, *, ttl_days: int, client: Any = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.table_name = table_name
+        self.ttl_seconds = ttl_days * 86400
+        self._client = client
+        self.clock = clock
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from core.store.client import get_dynamodb_client
+
+            self._client = get_dynamodb_client()
+        return self._client
+
+    # -- limits --------------------------------------------------------------------
+
+    def check_turn(self, messages: list[dict[str, Any]], *, fresh_session: bool) -> None:
+        for message in messages:
+            size = _message_bytes(message)
+            if size > MAX_ITEM_BYTES:
+                raise TurnTooLarge(
+                    f"A {message.get('role', '')} message is too large to keep in a session "
+                    f"({size:,} bytes stored; the limit is {MAX_ITEM_BYTES:,} bytes per message)."
+                )
+        if not fresh_session and len(messages) > MAX_TURN_MESSAGES:
+            raise TurnTooLarge(
+                f"A turn on an existing session can add at most {MAX_TURN_MESSAGES} messages "
+                f"before the reply; this one has {len(messages)}."
+            )
+
+    # -- read ----------------------------------------------------------------------
+
+    async def load(self, key: SessionKey, window: int) -> SessionState:
+        return await anyio.to_thread.run_sync(self._load, key, window)
+
+    def _load(self, key: SessionKey, window: int) -> SessionState:
+        items = self._query_recent(key, window + 1)
+        now = self.clock()
+        if not items or items[0]["sk"]["S"] != HEAD_SK:
+            return SessionState()
+        head = _parse_head(items[0])
+        if not head.live(now):
+            return SessionState(head=head)
+        newest_first: list[dict[str, Any]] = []
+        for item in items[1:]:
+            seq = int(item["seq"]["N"])
+            if seq < head.base_seq:
+                break  # an earlier, expired life of this id
+            if seq >= head.next_seq or _is_expired(item, now):
+                continue  # never committed, or already past its lifetime
+            newest_first.append(json.loads(item["msg"]["S"]))
+        messages = newest_first[:window][::-1]
+        return SessionState(
+            head=head,
+            exists=True,
+            system=head.system,
+            messages=messages,
+            message_count=head.next_seq - head.base_seq,
+        )
+
+    def _query_recent(self, key: SessionKey, limit: int) -> list[dict[str, Any]]:
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": _s(session_pk(key))},
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+            "Limit": limit,
+        }
+        items: list[dict[str, Any]] = []
+        with _store_errors():
+            while True:
+                page = self.client.query(**request)
+                items.extend(page.get("Items", []))
+                if len(items) >= limit or "LastEvaluatedKey" not in page:
+                    return items
+                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+                request["Limit"] = limit - len(items)
+
+    def _get_head(self, key: SessionKey) -> Head | None:
+        with _store_errors():
+            reply = self.client.get_item(
+                TableName=self.table_name,
+                Key={"pk": _s(session_pk(key)), "sk": _s(HEAD_SK)},
+                ConsistentRead=True,
+            )
+        item = reply.get("Item")
+        return _parse_head(item) if item else None
+
+    # -- write ---------------------------------------------------------------------
+
+    async def append(
+        self, key: SessionKey, turn: NewTurn, expected: SessionState | None, *, fresh_session: bool = False
+    ) -> AppendResult:
+        self.check_turn(turn.messages, fresh_session=fresh_session)
+        if fresh_session:
+            # Nobody else knows this id yet: parts that do not fit one transaction can
+            # go first, invisible until the head commits them.
+            head: Head | None = None
+        elif expected is None:
+            head = await anyio.to_thread.run_sync(self._get_head, key)
+        else:
+            head = expected.head
+        conflicts = 0
+        for _attempt in range(MAX_APPEND_ATTEMPTS):
+            try:
+                first_seq = await anyio.to_thread.run_sync(self._write_turn, key, turn, head, fresh_session)
+                return AppendResult(first_seq=first_seq, conflicts=conflicts)
+            except _Conflict as conflict:
+                conflicts += 1
+                if conflict.current is not None:
+                    head = _parse_head(conflict.current)
+                else:
+                    head = await anyio.to_thread.run_sync(self._get_head, key)
+                await anyio.sleep(random.uniform(0, min(0.05, 0.002 * conflicts)))  # noqa: S311
+        raise StoreUnavailable(f"gave up appending after {MAX_APPEND_ATTEMPTS} concurrent conflicts")
+
+    def _write_turn(self, key: SessionKey, turn: NewTurn, head: Head | None, fresh_session: bool) -> int:
+        now = self.clock()
+        pk = session_pk(key)
+        if head is not None and head.live(now):
+            start, base, created, expires = head.next_seq, head.base_seq, head.created_at, head.expires_at
+            system, title = head.system, head.title
+        else:
+            start = head.next_seq if head is not None else 0
+            base, created = start, now
+            expires = int(now) + self.ttl_seconds if self.ttl_seconds else None
+            system, title = turn.system, turn.title
+
+        message_puts = [
+            {"Put": {"TableName": self.table_name, "Item": self._message_item(pk, start + i, message, now, expires)}}
+            for i, message in enumerate(turn.messages)
+        ]
+        head_put: dict[str, Any] = {
+            "Put": {
+                "TableName": self.table_name,
+                "Item": self._head_item(
+                    key,
+                    pk,
+                    next_seq=start + len(turn.messages),
+                    base_seq=base,
+                    created_at=created,
+                    updated_at=now,
+                    expires_at=expires,
+                    system=system,
+                    title=title,
+                ),
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        }
+        if head is None:
+            head_put["Put"]["ConditionExpression"] = "attribute_not_exists(pk)"
+        else:
+            head_put["Put"]["ConditionExpression"] = "next_seq = :expected"
+            head_put["Put"]["ExpressionAttributeValues"] = {":expected": _n(head.next_seq)}
+
+        batches = list(_transaction_batches(message_puts, reserve_items=1, reserve_bytes=_item_bytes(head_put)))
+        if len(batches) > 1 and not fresh_session:
+            raise TurnTooLarge("This turn is too large to append to a session in one step.")
+        for batch in batches[:-1]:
+            self._transact(batch)
+        self._transact([head_put, *batches[-1]])
+        return start
+
+    def _transact(self, items: list[dict[str, Any]]) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.transact_write_items(TransactItems=items)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+                reasons = error.response.get("CancellationReasons") or []
+                head_reason = reasons[0] if reasons else {}
+                if head_reason.get("Code") in {"ConditionalCheckFailed", "TransactionConflict"}:
+                    raise _Conflict(head_reason.get("Item")) from None
+                if any(r.get("Code") == "TransactionConflict" for r in reasons):
+                    raise _Conflict(None) from None
+            raise StoreUnavailable("could not write the turn") from error
+        except BotoCoreError as error:
+            raise StoreUnavailable("could not write the turn") from error
+
+    def _head_item(
+        self,
+        key: SessionKey,
+        pk: str,
+        *,
+        next_seq: int,
+        base_seq: int,
+        created_at: float,
+        updated_at: float,
+        expires_at: int | None,
+        system: list[dict[str, Any]],
+        title: str,
+    ) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "pk": _s(pk),
+            "sk": _s(HEAD_SK),
+            "owner": _s(key.owner),
+            "session_id": _s(key.session_id),
+            "next_seq": _n(next_seq),
+            "base_seq": _n(base_seq),
+            "created_at": _n(round(created_at, 3)),
+            "updated_at": _n(round(updated_at, 3)),
+            "title": _s(title),
+            "gsi1pk": _s(f"OWNER#{key.owner}"),
+            "gsi1sk": _s(f"{int(updated_at * 1000):015d}#{key.session_id}"),
+        }
+        if system:
+            item["system"] = _s(json.dumps(system, ensure_ascii=False, separators=(",", ":")))
+        if expires_at is not None:
+            item["expires_at"] = _n(expires_at)
+        return item
+
+    @staticmethod
+    def _message_item(pk: str, seq: int, message: dict[str, Any], now: float, expires_at: int | None) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "pk": _s(pk),
+            "sk": _s(message_sk(seq)),
+            "seq": _n(seq),
+            "msg": _s(json.dumps(message, ensure_ascii=False, separators=(",", ":"))),
+            "created_at": _n(round(now, 3)),
+        }
+        if expires_at is not None:
+            item["expires_at"] = _n(expires_at)
+        return item
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """Turn botocore's failures (after its own retries) into `StoreUnavailable`."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (ClientError, BotoCoreError) as error:
+        raise StoreUnavailable("the session store did not answer") from error
+
+
+def _item_bytes(transact_item: dict[str, Any]) -> int:
+    return len(json.dumps(transact_item["Put"]["Item"]).encode())
+
+
+def _transaction_batches(
+    puts: list[dict[str, Any]], *, reserve_items: int, reserve_bytes: int
+) -> Iterator[list[dict[str, Any]]]:
+    """Split puts into transactions within DynamoDB's limits; the last one leaves room
+    for the reserved head, and is the only one when everything fits."""
+    batches: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    current_bytes = 0
+    for put in reversed(puts):  # fill the final (commit) batch first, then earlier ones
+        size = _item_bytes(put)
+        limit_items = MAX_TRANSACTION_ITEMS - (reserve_items if not batches else 0)
+        limit_bytes = MAX_TRANSACTION_BYTES - (reserve_bytes if not batches else 0)
+        if current and (len(current) + 1 > limit_items or current_bytes + size > limit_bytes):
+            batches.append(current[::-1])
+            current, current_bytes = [], 0
+        current.append(put)
+        current_bytes += size
+    batches.append(current[::-1])
+    yield from reversed(batches)
+
+
+def ensure_table(client: Any, table_name: str) -> None:
+    """Create the sessions table where missing (local runs and tests; the template
+    creates it when deployed), with the owner index and TTL on `expires_at`."""
+    try:
+        client.describe_table(TableName=table_name)
+        return
+    except client.exceptions.ResourceNotFoundException:
+        pass
+    with suppress(client.exceptions.ResourceInUseException):  # created concurrently
+        client.create_table(
+            TableName=table_name,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": name, "AttributeType": "S"} for name in ("pk", "sk", "gsi1pk", "gsi1sk")
+            ],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": OWNER_INDEX,
+                    "KeySchema": [
+                        {"AttributeName": "gsi1pk", "KeyType": "HASH"},
+                        {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+        )
+    client.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    client.update_time_to_live(
+        TableName=table_name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
+    )

@@ -1,0 +1,1 @@
+"""The faces of the service: the FastAPI app and the Lambda entry points."""

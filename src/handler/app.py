@@ -1,0 +1,153 @@
+"""The FastAPI app: routes, request parsing, and errors in OpenAI's shape.
+
+Thin on purpose: every decision about sessions and models is in `core.chat`; this
+module turns HTTP into calls on the service and the service's answers into HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.chat import ChatService, build_service
+from core.errors import ApiError, bad_request
+from core.sessions import SESSION_HEADER
+from core.settings import get_settings
+from core.sse import KEEPALIVE_SECONDS, open_chat_stream
+from core.wire import ChatCompletionRequest, models_body
+from handler.middleware import BodyLimitMiddleware, ErrorShieldMiddleware
+
+logger = logging.getLogger("threadline.app")
+
+OPEN_PRINCIPAL = "open"
+"""The owner of every session while the service runs without API keys."""
+
+_STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
+
+def create_app(service: ChatService | None = None, *, keepalive_seconds: float = KEEPALIVE_SECONDS) -> FastAPI:
+    """The app; the service is built from the environment on first use unless given."""
+    app = FastAPI(title="Threadline", version="0.1.0", summary="OpenAI-compatible chat with server-side sessions")
+    started = int(time.time())
+    state: dict[str, ChatService] = {}
+    if service is not None:
+        state["service"] = service
+
+    def get_service() -> ChatService:
+        if "service" not in state:
+            state["service"] = build_service(get_settings())
+        return state["service"]
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        return JSONResponse(error.body(), status_code=error.status, headers=getattr(error, "headers", None))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 404:
+            message = f"Invalid URL ({request.method} {request.url.path})"
+        elif error.status_code == 405:
+            message = f"Method {request.method} is not allowed on {request.url.path}"
+        else:
+            message = str(error.detail) if isinstance(error.detail, str) else "Request failed"
+        api = ApiError(error.status_code, message, code=_STATUS_CODES.get(error.status_code))
+        return JSONResponse(api.body(), status_code=api.status, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        api = _validation_error(error.errors())
+        return JSONResponse(api.body(), status_code=api.status)
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(request: Request) -> Response:
+        chat_request = _parse(ChatCompletionRequest, await _json_object(request))
+        chat = get_service()
+        turn = await chat.prepare(
+            chat_request, session_header=request.headers.get(SESSION_HEADER), owner=OPEN_PRINCIPAL
+        )
+        headers = {SESSION_HEADER: turn.session_id}
+        try:
+            if chat_request.stream:
+                frames = await open_chat_stream(chat.stream(turn), keepalive_seconds)
+                return StreamingResponse(
+                    frames,
+                    media_type="text/event-stream",
+                    headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                )
+            return JSONResponse(await chat.complete(turn), headers=headers)
+        except ApiError as error:
+            error.headers = headers  # type: ignore[attr-defined]
+            raise
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return models_body(get_service().model_ids(), owned_by="threadline", created=started)
+
+    @app.get("/health")
+    @app.get("/v1/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> str:
+        return _INDEX_HTML
+
+    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(ErrorShieldMiddleware)
+    return app
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        raise bad_request("The request body is empty: send a JSON object.")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("We could not parse the JSON body of your request: it is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise bad_request("The request body must be a JSON object.")
+    return data
+
+
+def _parse(model: type[ChatCompletionRequest], data: dict[str, Any]) -> ChatCompletionRequest:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise _validation_error(error.errors()) from None
+
+
+def _validation_error(errors: Any) -> ApiError:
+    """The first validation problem as a 400 naming the parameter (never FastAPI's 422)."""
+    first: dict[str, Any] = next(iter(errors), {})
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body",)]
+    param = ".".join(location) or None
+    reason = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if first.get("type") == "missing":
+        return bad_request(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    return bad_request(f"Invalid value for '{param}': {reason}", param=param, code="invalid_value")
+
+
+_INDEX_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Threadline</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body style="font-family: system-ui, sans-serif; max-width: 40rem; margin: 3rem auto; line-height: 1.5">
+<h1>Threadline</h1>
+<p>An OpenAI-compatible chat API that keeps conversations on the server.</p>
+<ul>
+<li><code>POST /v1/chat/completions</code> &mdash; send <code>X-Hermes-Session-Id</code> to continue a session</li>
+<li><code>GET /v1/models</code></li>
+<li><code>GET /health</code></li>
+</ul>
+</body></html>
+"""
+
+app = create_app()

@@ -1,0 +1,57 @@
+"""Validate our bodies against the official OpenAI OpenAPI description.
+
+The spec lives in `../shared/openai-openapi/openapi.json`; tests that need it skip
+with a clear message where it is absent. It still uses OpenAPI 3.0's
+`nullable: true`, which Draft 2020-12 ignores, so it is rewritten to accept null.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SPEC_PATH = Path(__file__).resolve().parent.parent.parent / "shared" / "openai-openapi" / "openapi.json"
+SPEC_URI = "urn:openai-openapi"
+
+
+def _accept_null(node: Any) -> Any:
+    if isinstance(node, dict):
+        node = {key: _accept_null(value) for key, value in node.items()}
+        if node.pop("nullable", False):
+            kind = node.get("type")
+            if isinstance(kind, str):
+                node["type"] = [kind, "null"]
+            elif isinstance(kind, list) and "null" not in kind:
+                node["type"] = [*kind, "null"]
+            elif "$ref" in node or "anyOf" in node or "oneOf" in node or "allOf" in node:
+                node = {"anyOf": [node, {"type": "null"}]}
+            if "enum" in node and None not in node["enum"]:
+                node["enum"] = [*node["enum"], None]
+        return node
+    if isinstance(node, list):
+        return [_accept_null(item) for item in node]
+    return node
+
+
+@cache
+def _registry() -> Any:
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    spec = _accept_null(json.loads(SPEC_PATH.read_text()))
+    return Registry().with_resource(SPEC_URI, Resource.from_contents(spec, default_specification=DRAFT202012))
+
+
+def validate(body: Any, schema: str) -> None:
+    """Assert `body` is valid against `#/components/schemas/<schema>` (skips without the spec)."""
+    if not SPEC_PATH.exists():
+        pytest.skip(f"the official OpenAI spec is absent ({SPEC_PATH}); schema checks skipped")
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator({"$ref": f"{SPEC_URI}#/components/schemas/{schema}"}, registry=_registry())
+    errors = sorted(validator.iter_errors(body), key=lambda e: list(e.path))
+    assert not errors, f"{schema}: " + "; ".join(f"{list(e.path)}: {e.message[:200]}" for e in errors[:5])
