@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -109,8 +111,9 @@ def test_chunks_reach_the_client_as_the_model_produces_them(store: DynamoDBSessi
         for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
                 arrivals.append(time.monotonic())
-    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
-    assert len(arrivals) == len("Echo: a b c d (I was given 1 message.)".split())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    reply = "Echo: a b c d (I was given 1 message.)"
+    assert len(arrivals) == len(reply.split())
     assert min(gaps) > 0.1  # one chunk per word, never batched
 
 
@@ -186,8 +189,6 @@ def test_a_client_that_disconnects_mid_stream_stores_nothing(store: DynamoDBSess
                 break
         stream.close()
         time.sleep(1.5)  # longer than the rest of the answer would have taken
-        import asyncio
-
         state = asyncio.run(store.load(SessionKey(owner="open", session_id="s-gone"), 10))
         assert state.messages == []
         follow = client.chat.completions.create(
