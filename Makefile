@@ -47,5 +47,8 @@ integration: install  ## Only the tests on DynamoDB Local and real servers
 invoke: install  ## Run the Mangum handler in-process on EVENT=events/<name>.json
 	$(BIN)/python -m devtools.invoke $(EVENT)
 
+# Deployment, the streaming runtime and benchmarks live in their own files.
+-include mk/*.mk
+
 clean:  ## Remove the virtual environment, node_modules and local data
 	rm -rf $(VENV) node_modules .data .pytest_cache .mypy_cache .ruff_cache
