@@ -17,18 +17,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.chat import ChatService, build_service
+from core.chat import ChatService
 from core.errors import ApiError, bad_request
 from core.sessions import SESSION_HEADER
-from core.settings import get_settings
 from core.sse import KEEPALIVE_SECONDS, open_chat_stream
 from core.wire import ChatCompletionRequest, models_body
+from handler.deps import chat_service, principal_of
 from handler.middleware import BodyLimitMiddleware, ErrorShieldMiddleware
 
 logger = logging.getLogger("threadline.app")
-
-OPEN_PRINCIPAL = "open"
-"""The owner of every session while the service runs without API keys."""
 
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 
@@ -37,14 +34,7 @@ def create_app(service: ChatService | None = None, *, keepalive_seconds: float =
     """The app; the service is built from the environment on first use unless given."""
     app = FastAPI(title="Threadline", version="0.1.0", summary="OpenAI-compatible chat with server-side sessions")
     started = int(time.time())
-    state: dict[str, ChatService] = {}
-    if service is not None:
-        state["service"] = service
-
-    def get_service() -> ChatService:
-        if "service" not in state:
-            state["service"] = build_service(get_settings())
-        return state["service"]
+    app.state.services = {"chat": service} if service is not None else {}
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -69,9 +59,9 @@ def create_app(service: ChatService | None = None, *, keepalive_seconds: float =
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Response:
         chat_request = _parse(ChatCompletionRequest, await _json_object(request))
-        chat = get_service()
+        chat = chat_service(request)
         turn = await chat.prepare(
-            chat_request, session_header=request.headers.get(SESSION_HEADER), owner=OPEN_PRINCIPAL
+            chat_request, session_header=request.headers.get(SESSION_HEADER), owner=principal_of(request)
         )
         headers = {SESSION_HEADER: turn.session_id}
         try:
@@ -88,8 +78,8 @@ def create_app(service: ChatService | None = None, *, keepalive_seconds: float =
             raise
 
     @app.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
-        return models_body(get_service().model_ids(), owned_by="threadline", created=started)
+    async def list_models(request: Request) -> dict[str, Any]:
+        return models_body(chat_service(request).model_ids(), owned_by="threadline", created=started)
 
     @app.get("/health")
     @app.get("/v1/health")

@@ -1,0 +1,30 @@
+"""What route handlers need from the request: the caller (principal) and the services.
+
+Routes in every router call these instead of reaching into app state themselves,
+so how services are built (lazily, from the environment, or injected by tests)
+stays in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+
+from core.chat import ChatService, build_service
+from core.settings import get_settings
+
+OPEN_PRINCIPAL = "open"
+"""The owner of everything while the service runs without API keys."""
+
+
+def principal_of(request: Request) -> str:
+    """The principal the auth middleware established for this request."""
+    return str(getattr(request.state, "principal", OPEN_PRINCIPAL))
+
+
+def chat_service(request: Request) -> ChatService:
+    services: dict[str, Any] = request.app.state.services
+    if "chat" not in services:
+        services["chat"] = build_service(get_settings())
+    return services["chat"]  # type: ignore[no-any-return]
