@@ -63,7 +63,19 @@ class Settings:
     openai_timeout_seconds: int = 600
     echo_delay_ms: int = 0
     api_keys: tuple[str, ...] = ()
+    api_keys_secret_arn: str | None = None
+    """A Secrets Manager secret holding comma-separated API keys (the deployed setting)."""
+    api_keys_max_age_seconds: int = 300
+    """How long fetched keys are trusted before the secret is read again (rotation)."""
+    openai_api_key_secret_arn: str | None = None
     cors_origins: tuple[str, ...] = ()
+    idempotency_ttl_seconds: int = 86400
+    idempotency_wait_seconds: float = 5.0
+    in_lambda: bool = False
+
+    @property
+    def requires_keys(self) -> bool:
+        return bool(self.api_keys or self.api_keys_secret_arn)
 
     @property
     def default_model(self) -> str:
@@ -86,7 +98,13 @@ class Settings:
             openai_timeout_seconds=_int("OPENAI_TIMEOUT_SECONDS", 600, minimum=1),
             echo_delay_ms=_int("ECHO_DELAY_MS", 0),
             api_keys=_list("API_KEYS"),
+            api_keys_secret_arn=os.environ.get("API_KEYS_SECRET_ARN") or None,
+            api_keys_max_age_seconds=_int("API_KEYS_MAX_AGE_SECONDS", 300),
+            openai_api_key_secret_arn=os.environ.get("OPENAI_API_KEY_SECRET_ARN") or None,
             cors_origins=_list("CORS_ORIGINS"),
+            idempotency_ttl_seconds=_int("IDEMPOTENCY_TTL_SECONDS", 86400, minimum=60),
+            idempotency_wait_seconds=_int("IDEMPOTENCY_WAIT_MS", 5000) / 1000,
+            in_lambda=bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")),
         )
 
 

@@ -20,8 +20,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.chat import ChatService
 from core.errors import ApiError, bad_request
 from core.sessions import SESSION_HEADER
+from core.settings import Settings, get_settings
 from core.sse import KEEPALIVE_SECONDS, open_chat_stream
 from core.wire import ChatCompletionRequest, models_body
+from handler.auth import AuthMiddleware, KeyRing, check_startup
+from handler.cors import CorsMiddleware
 from handler.deps import chat_service, principal_of
 from handler.middleware import BodyLimitMiddleware, ErrorShieldMiddleware
 
@@ -30,8 +33,19 @@ logger = logging.getLogger("threadline.app")
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 
 
-def create_app(service: ChatService | None = None, *, keepalive_seconds: float = KEEPALIVE_SECONDS) -> FastAPI:
-    """The app; the service is built from the environment on first use unless given."""
+def create_app(
+    service: ChatService | None = None,
+    *,
+    settings: Settings | None = None,
+    keepalive_seconds: float = KEEPALIVE_SECONDS,
+) -> FastAPI:
+    """The app; the service is built from the environment on first use unless given.
+
+    `settings` (default: the environment's) decide auth and CORS; inside Lambda the
+    app refuses to be created without API keys.
+    """
+    settings = settings or (service.settings if service is not None else get_settings())
+    check_startup(settings)
     app = FastAPI(title="Threadline", version="0.1.0", summary="OpenAI-compatible chat with server-side sessions")
     started = int(time.time())
     app.state.services = {"chat": service} if service is not None else {}
@@ -90,8 +104,12 @@ def create_app(service: ChatService | None = None, *, keepalive_seconds: float =
     async def index() -> str:
         return _INDEX_HTML
 
+    # Outermost last: CORS (preflights never need a key), the error shield, auth,
+    # then the body limit, so unauthenticated clients cannot make us read 1 MB.
     app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(AuthMiddleware, keyring=KeyRing(settings))
     app.add_middleware(ErrorShieldMiddleware)
+    app.add_middleware(CorsMiddleware, origins=settings.cors_origins)
     return app
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import Request
 
 from core.chat import ChatService, build_service
+from core.errors import ApiError
 from core.settings import get_settings
 
 OPEN_PRINCIPAL = "open"
@@ -20,7 +21,10 @@ OPEN_PRINCIPAL = "open"
 
 def principal_of(request: Request) -> str:
     """The principal the auth middleware established for this request."""
-    return str(getattr(request.state, "principal", OPEN_PRINCIPAL))
+    principal = getattr(request.state, "principal", None)
+    if not principal:
+        raise ApiError(401, "You didn't provide an API key.", code="invalid_api_key")
+    return str(principal)
 
 
 def chat_service(request: Request) -> ChatService:
