@@ -18,15 +18,17 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.chat import ChatService
-from core.errors import ApiError, bad_request
+from core.errors import ApiError, bad_request, unavailable
 from core.sessions import SESSION_HEADER
 from core.settings import Settings, get_settings
 from core.sse import KEEPALIVE_SECONDS, open_chat_stream
+from core.store.base import StoreUnavailable
 from core.wire import ChatCompletionRequest, models_body
 from handler.auth import AuthMiddleware, KeyRing, check_startup
 from handler.cors import CorsMiddleware
 from handler.deps import chat_service, principal_of
 from handler.middleware import BodyLimitMiddleware, ErrorShieldMiddleware
+from handler.sessions_api import router as sessions_router
 
 logger = logging.getLogger("threadline.app")
 
@@ -53,6 +55,12 @@ def create_app(
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
         return JSONResponse(error.body(), status_code=error.status, headers=getattr(error, "headers", None))
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, error: StoreUnavailable) -> JSONResponse:
+        logger.error("session store unavailable", exc_info=error)
+        api = unavailable("The session store is unavailable right now; retry the request.")
+        return JSONResponse(api.body(), status_code=api.status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -103,6 +111,8 @@ def create_app(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:
         return _INDEX_HTML
+
+    app.include_router(sessions_router)
 
     # Outermost last: CORS (preflights never need a key), the error shield, auth,
     # then the body limit, so unauthenticated clients cannot make us read 1 MB.

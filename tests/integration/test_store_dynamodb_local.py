@@ -154,3 +154,18 @@ async def test_the_largest_message_we_accept_fits_a_real_item(store: DynamoDBSes
     assert state.messages[0]["content"] == largest
     with pytest.raises(TurnTooLarge):
         store.check_turn([{"role": "user", "content": largest + "k"}], fresh_session=False)
+
+
+async def test_listing_and_deleting_on_dynamodb_local(
+    store: DynamoDBSessionStore, local_table: tuple[Any, str]
+) -> None:
+    client, name = local_table
+    big = NewTurn(messages=[{"role": "user", "content": f"m{i}"} for i in range(180)], system=[], title="big")
+    await store.append(SessionKey("open", "s-big"), big, None, fresh_session=True)
+    await store.append(SessionKey("open", "s-small"), pair("hi", "there"), None)
+    listed = await store.list_sessions("open", limit=10, after=None)
+    assert [s.session_id for s in listed.items] == ["s-small", "s-big"]
+    assert [s.message_count for s in listed.items] == [2, 180]
+    assert await store.delete_session(SessionKey("open", "s-big"))
+    assert {item["pk"]["S"] for item in table_items(client, name)} == {"SESSION#open#s-small"}
+    assert not await store.delete_session(SessionKey("open", "s-big"))

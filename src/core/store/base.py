@@ -7,7 +7,9 @@ so the key design, conditions and retries live in one module (`dynamodb`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class StoreUnavailable(Exception):
@@ -76,6 +78,34 @@ class AppendResult:
     """How many times a concurrent turn won the race and this one was retried."""
 
 
+@dataclass(frozen=True)
+class SessionSummary:
+    session_id: str
+    title: str
+    message_count: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    seq: int
+    """Its position in the session, from 0 (or from where a re-created session starts)."""
+    message: dict[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+    """Pass back as `after` for the next page; None on the last page."""
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this store did not hand out."""
+
+
 class SessionStore(Protocol):
     def check_turn(self, messages: list[dict[str, Any]], *, fresh_session: bool) -> None:
         """Raise `TurnTooLarge` if these messages could not be stored; reads nothing."""
@@ -94,4 +124,16 @@ class SessionStore(Protocol):
         another turn was appended since, the turn goes after it. `fresh_session`
         says the id was generated for this request, so nobody else can write it.
         """
+        ...
+
+    async def list_sessions(self, owner: str, *, limit: int, after: str | None) -> Page[SessionSummary]:
+        """The owner's live sessions, most recently active first."""
+        ...
+
+    async def list_messages(self, key: SessionKey, *, limit: int, after: str | None) -> Page[StoredMessage] | None:
+        """A session's messages in order; None when there is no such (live) session."""
+        ...
+
+    async def delete_session(self, key: SessionKey) -> bool:
+        """Remove every item of a session, however many; False when there is none."""
         ...

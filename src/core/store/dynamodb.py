@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -34,7 +35,19 @@ from typing import Any
 
 import anyio
 
-from core.store.base import AppendResult, Head, NewTurn, SessionKey, SessionState, StoreUnavailable, TurnTooLarge
+from core.store.base import (
+    AppendResult,
+    Head,
+    InvalidCursor,
+    NewTurn,
+    Page,
+    SessionKey,
+    SessionState,
+    SessionSummary,
+    StoredMessage,
+    StoreUnavailable,
+    TurnTooLarge,
+)
 
 HEAD_SK = "SESSION"
 MESSAGE_PREFIX = "MSG#"
@@ -79,6 +92,18 @@ def _parse_head(item: dict[str, Any]) -> Head:
         expires_at=int(item["expires_at"]["N"]) if "expires_at" in item else None,
         system=json.loads(item["system"]["S"]) if "system" in item else [],
         title=item.get("title", {"S": ""})["S"],
+    )
+
+
+_INDEX_CURSOR = re.compile(r"[0-9]{15}#[A-Za-z0-9._:-]{1,128}")
+
+
+def _condition_failed(error: BaseException | None) -> bool:
+    from botocore.exceptions import ClientError
+
+    return (
+        isinstance(error, ClientError)
+        and error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
     )
 
 
@@ -277,6 +302,155 @@ class DynamoDBSessionStore:
             raise StoreUnavailable("could not write the turn") from error
         except BotoCoreError as error:
             raise StoreUnavailable("could not write the turn") from error
+
+    # -- listing and deletion -------------------------------------------------------
+
+    async def list_sessions(self, owner: str, *, limit: int, after: str | None) -> Page[SessionSummary]:
+        return await anyio.to_thread.run_sync(self._list_sessions, owner, limit, after)
+
+    def _list_sessions(self, owner: str, limit: int, after: str | None) -> Page[SessionSummary]:
+        """One Query on the owner index, newest activity first; never a Scan. The cursor
+        is the last index sort key returned, so a client can only page its own index."""
+        condition = "gsi1pk = :owner"
+        values: dict[str, Any] = {":owner": _s(f"OWNER#{owner}")}
+        if after is not None:
+            if not _INDEX_CURSOR.fullmatch(after):
+                raise InvalidCursor(after)
+            condition += " AND gsi1sk < :after"
+            values[":after"] = _s(after)
+        now = self.clock()
+        summaries: list[SessionSummary] = []
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": OWNER_INDEX,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        last_sort_key: str | None = None
+        with _store_errors():
+            while True:
+                page = self.client.query(**request)
+                for item in page.get("Items", []):
+                    last_sort_key = item["gsi1sk"]["S"]
+                    if _is_expired(item, now):
+                        continue
+                    head = _parse_head(item)
+                    summaries.append(
+                        SessionSummary(
+                            session_id=item["session_id"]["S"],
+                            title=head.title,
+                            message_count=head.next_seq - head.base_seq,
+                            created_at=head.created_at,
+                            updated_at=float(item["updated_at"]["N"]),
+                        )
+                    )
+                more = "LastEvaluatedKey" in page
+                if len(summaries) >= limit or not more:
+                    break
+                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+                request["Limit"] = limit - len(summaries)
+        return Page(items=summaries, next_cursor=last_sort_key if more else None)
+
+    async def list_messages(self, key: SessionKey, *, limit: int, after: str | None) -> Page[StoredMessage] | None:
+        return await anyio.to_thread.run_sync(self._list_messages, key, limit, after)
+
+    def _list_messages(self, key: SessionKey, limit: int, after: str | None) -> Page[StoredMessage] | None:
+        """The head (for the session's committed range), then one Query of that range."""
+        if after is not None and not after.isdigit():
+            raise InvalidCursor(after)
+        head = self._get_head(key)
+        if head is None or not head.live(self.clock()):
+            return None
+        first = max(head.base_seq, int(after) + 1 if after is not None else 0)
+        last = head.next_seq - 1
+        if first > last:
+            return Page(items=[], next_cursor=None)
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
+            "ExpressionAttributeValues": {
+                ":pk": _s(session_pk(key)),
+                ":first": _s(message_sk(first)),
+                ":last": _s(message_sk(last)),
+            },
+            "ConsistentRead": True,
+            "Limit": limit,
+        }
+        messages: list[StoredMessage] = []
+        with _store_errors():
+            while len(messages) < limit:
+                page = self.client.query(**request)
+                messages.extend(
+                    StoredMessage(
+                        seq=int(item["seq"]["N"]),
+                        message=json.loads(item["msg"]["S"]),
+                        created_at=float(item.get("created_at", {"N": "0"})["N"]),
+                    )
+                    for item in page.get("Items", [])
+                )
+                if "LastEvaluatedKey" not in page:
+                    break
+                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+                request["Limit"] = limit - len(messages)
+        more = bool(messages) and messages[-1].seq < last
+        return Page(items=messages, next_cursor=str(messages[-1].seq) if more else None)
+
+    async def delete_session(self, key: SessionKey) -> bool:
+        return await anyio.to_thread.run_sync(self._delete_session, key)
+
+    def _delete_session(self, key: SessionKey) -> bool:
+        """Delete the messages, then the head on the condition that no turn was appended
+        meanwhile (else go round again), so nothing of the session is left behind."""
+        head = self._get_head(key)
+        if head is None or not head.live(self.clock()):
+            return False
+        pk = session_pk(key)
+        for _attempt in range(MAX_APPEND_ATTEMPTS):
+            self._delete_messages(pk)
+            try:
+                with _store_errors():
+                    self.client.delete_item(
+                        TableName=self.table_name,
+                        Key={"pk": _s(pk), "sk": _s(HEAD_SK)},
+                        ConditionExpression="attribute_not_exists(pk) OR next_seq = :seen",
+                        ExpressionAttributeValues={":seen": _n(head.next_seq)},
+                    )
+                return True
+            except StoreUnavailable as error:
+                if not _condition_failed(error.__cause__):
+                    raise
+                head = self._get_head(key) or head
+        raise StoreUnavailable("the session kept changing while it was being deleted")
+
+    def _delete_messages(self, pk: str) -> None:
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": _s(pk), ":prefix": _s(MESSAGE_PREFIX)},
+            "ProjectionExpression": "pk, sk",
+            "ConsistentRead": True,
+        }
+        with _store_errors():
+            while True:
+                page = self.client.query(**request)
+                keys = [{"pk": item["pk"], "sk": item["sk"]} for item in page.get("Items", [])]
+                for start in range(0, len(keys), 25):
+                    self._batch_delete(keys[start : start + 25])
+                if "LastEvaluatedKey" not in page:
+                    return
+                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _batch_delete(self, keys: list[dict[str, Any]]) -> None:
+        pending: dict[str, Any] = {self.table_name: [{"DeleteRequest": {"Key": key}} for key in keys]}
+        for attempt in range(10):
+            reply = self.client.batch_write_item(RequestItems=pending)
+            pending = reply.get("UnprocessedItems") or {}
+            if not pending:
+                return
+            time.sleep(min(1.0, 0.05 * 2**attempt))
+        raise StoreUnavailable("DynamoDB kept some deletions unprocessed")
 
     def _head_item(
         self,
