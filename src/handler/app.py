@@ -19,6 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.chat import ChatService
 from core.errors import ApiError, bad_request, unavailable
+from core.idempotency import HEADER as IDEMPOTENCY_HEADER
+from core.idempotency import validate_key as validate_idempotency_key
 from core.sessions import SESSION_HEADER
 from core.settings import Settings, get_settings
 from core.sse import KEEPALIVE_SECONDS, open_chat_stream
@@ -26,7 +28,7 @@ from core.store.base import StoreUnavailable
 from core.wire import ChatCompletionRequest, models_body
 from handler.auth import AuthMiddleware, KeyRing, check_startup
 from handler.cors import CorsMiddleware
-from handler.deps import chat_service, principal_of
+from handler.deps import chat_service, idempotency_guard, principal_of
 from handler.middleware import BodyLimitMiddleware, ErrorShieldMiddleware
 from handler.sessions_api import router as sessions_router
 
@@ -80,24 +82,50 @@ def create_app(
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Response:
-        chat_request = _parse(ChatCompletionRequest, await _json_object(request))
+        body = await _json_object(request)
+        chat_request = _parse(ChatCompletionRequest, body)
         chat = chat_service(request)
-        turn = await chat.prepare(
-            chat_request, session_header=request.headers.get(SESSION_HEADER), owner=principal_of(request)
-        )
+        owner = principal_of(request)
+        session_header = request.headers.get(SESSION_HEADER)
+        idempotency_key = request.headers.get(IDEMPOTENCY_HEADER)
+
+        async def answer() -> dict[str, Any]:
+            turn = await chat.prepare(chat_request, session_header=session_header, owner=owner)
+            try:
+                completion = await chat.complete(turn)
+            except ApiError as error:
+                error.headers = {SESSION_HEADER: turn.session_id}  # type: ignore[attr-defined]
+                raise
+            # Kept as text so that a replayed answer is the same bytes as the first.
+            return {"session_id": turn.session_id, "body": json.dumps(completion, ensure_ascii=False)}
+
+        if not chat_request.stream:
+            if idempotency_key is None:
+                result = await answer()
+            else:
+                result = await idempotency_guard(request).run(
+                    principal=owner,
+                    route=request.url.path,
+                    key=validate_idempotency_key(idempotency_key),
+                    request={"body": body, "session": session_header},
+                    produce=answer,
+                )
+            return Response(
+                result["body"], media_type="application/json", headers={SESSION_HEADER: result["session_id"]}
+            )
+
+        turn = await chat.prepare(chat_request, session_header=session_header, owner=owner)
         headers = {SESSION_HEADER: turn.session_id}
         try:
-            if chat_request.stream:
-                frames = await open_chat_stream(chat.stream(turn), keepalive_seconds)
-                return StreamingResponse(
-                    frames,
-                    media_type="text/event-stream",
-                    headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-                )
-            return JSONResponse(await chat.complete(turn), headers=headers)
+            frames = await open_chat_stream(chat.stream(turn), keepalive_seconds)
         except ApiError as error:
             error.headers = headers  # type: ignore[attr-defined]
             raise
+        return StreamingResponse(
+            frames,
+            media_type="text/event-stream",
+            headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> dict[str, Any]:

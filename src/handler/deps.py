@@ -13,7 +13,9 @@ from fastapi import Request
 
 from core.chat import ChatService, build_service
 from core.errors import ApiError
+from core.idempotency import IdempotencyGuard
 from core.settings import get_settings
+from core.store.client import get_dynamodb_client
 
 OPEN_PRINCIPAL = "open"
 """The owner of everything while the service runs without API keys."""
@@ -32,3 +34,18 @@ def chat_service(request: Request) -> ChatService:
     if "chat" not in services:
         services["chat"] = build_service(get_settings())
     return services["chat"]  # type: ignore[no-any-return]
+
+
+def idempotency_guard(request: Request) -> IdempotencyGuard:
+    """Idempotency records live in the sessions table, next to what they protect."""
+    services: dict[str, Any] = request.app.state.services
+    if "idempotency" not in services:
+        chat = chat_service(request)
+        store: Any = chat.store
+        services["idempotency"] = IdempotencyGuard(
+            chat.settings.sessions_table,
+            client=getattr(store, "client", None) or get_dynamodb_client(),
+            ttl_seconds=chat.settings.idempotency_ttl_seconds,
+            wait_seconds=chat.settings.idempotency_wait_seconds,
+        )
+    return services["idempotency"]  # type: ignore[no-any-return]
