@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -30,6 +30,7 @@ from handler.auth import AuthMiddleware, KeyRing, check_startup
 from handler.cors import CorsMiddleware
 from handler.deps import chat_service, idempotency_guard, principal_of
 from handler.middleware import BodyLimitMiddleware, ErrorShieldMiddleware
+from handler.page import router as page_router
 from handler.sessions_api import router as sessions_router
 
 logger = logging.getLogger("threadline.app")
@@ -136,9 +137,7 @@ def create_app(
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> str:
-        return _INDEX_HTML
+    app.include_router(page_router)
 
     app.include_router(sessions_router)
 
@@ -181,19 +180,5 @@ def _validation_error(errors: Any) -> ApiError:
         return bad_request(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
     return bad_request(f"Invalid value for '{param}': {reason}", param=param, code="invalid_value")
 
-
-_INDEX_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Threadline</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body style="font-family: system-ui, sans-serif; max-width: 40rem; margin: 3rem auto; line-height: 1.5">
-<h1>Threadline</h1>
-<p>An OpenAI-compatible chat API that keeps conversations on the server.</p>
-<ul>
-<li><code>POST /v1/chat/completions</code> &mdash; send <code>X-Hermes-Session-Id</code> to continue a session</li>
-<li><code>GET /v1/models</code></li>
-<li><code>GET /health</code></li>
-</ul>
-</body></html>
-"""
 
 app = create_app()
