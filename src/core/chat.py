@@ -9,12 +9,22 @@ the session at once. A failed model call stores nothing.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from core import telemetry
 from core.errors import ApiError, not_found, too_large, unavailable
-from core.providers.base import PASSTHROUGH_OPTIONS, Finish, ModelProvider, ModelRequest, TextDelta, ToolCallDelta
+from core.providers.base import (
+    PASSTHROUGH_OPTIONS,
+    Finish,
+    ModelProvider,
+    ModelRequest,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from core.sessions import (
     new_session_id,
     split_continuation,
@@ -102,6 +112,7 @@ class ChatService:
         continuing = session_header is not None
         session_id = validate_session_id(session_header) if session_header is not None else new_session_id()
         model = self._resolve_model(request.model)
+        telemetry.note(model=model, session_id=session_id, stream=bool(request.stream))
         split = split_continuation(request.messages) if continuing else split_stateless(request.messages)
         try:
             self.store.check_turn(split.new_input, fresh_session=not continuing)
@@ -136,8 +147,9 @@ class ChatService:
         """The buffered answer: run the model to the end, append the turn, return the body."""
         reply = ReplyBuilder()
         async for event in self.provider.stream(turn.model_request):
+            telemetry.first_token()
             reply.add(event)
-        await self._commit(turn, reply.message())
+        await self._commit(turn, reply.message(), reply.finish.usage)
         return completion_body(
             completion_id=turn.completion_id,
             created=turn.created,
@@ -153,13 +165,14 @@ class ChatService:
         reply = ReplyBuilder()
         yield self._chunk(turn, {"role": "assistant", "content": ""})
         async for event in self.provider.stream(turn.model_request):
+            telemetry.first_token()
             reply.add(event)
             if isinstance(event, TextDelta):
                 if event.text:
                     yield self._chunk(turn, {"content": event.text})
             elif isinstance(event, ToolCallDelta):
                 yield self._chunk(turn, {"tool_calls": [_tool_call_chunk(event)]})
-        await self._commit(turn, reply.message())
+        await self._commit(turn, reply.message(), reply.finish.usage)
         yield self._chunk(turn, {}, finish_reason=reply.finish.reason)
         if turn.include_usage:
             yield usage_chunk_body(
@@ -184,19 +197,26 @@ class ChatService:
 
     async def _load(self, key: SessionKey) -> SessionState | None:
         """Rule 7: a store that cannot be read gives empty history, with a warning."""
+        started = time.perf_counter()
         try:
             return await self.store.load(key, self.settings.history_window)
         except StoreUnavailable:
+            telemetry.add(store_fallbacks=1)
             logger.warning(
                 "session store unreadable; continuing with empty history",
                 extra={"session_id": key.session_id},
             )
             return None
+        finally:
+            telemetry.add(store_ms=_ms_since(started), store_calls=1)
 
-    async def _commit(self, turn: PreparedTurn, reply: dict[str, Any]) -> None:
+    async def _commit(self, turn: PreparedTurn, reply: dict[str, Any], usage: Usage | None = None) -> None:
+        if usage is not None:
+            telemetry.note(tokens_in=usage.prompt_tokens, tokens_out=usage.completion_tokens)
         new_turn = NewTurn(
             messages=[*turn.new_input, _storable(reply)], system=turn.system, title=title_of(turn.new_input)
         )
+        started = time.perf_counter()
         try:
             result = await self.store.append(turn.key, new_turn, turn.state, fresh_session=turn.fresh_session)
         except TurnTooLarge as error:
@@ -206,6 +226,9 @@ class ChatService:
             raise unavailable(
                 "The conversation could not be saved, so nothing was stored. Retry the request."
             ) from None
+        finally:
+            telemetry.add(store_ms=_ms_since(started), store_calls=1)
+        telemetry.add(conflicts=result.conflicts)
         if result.conflicts:
             logger.info(
                 "turn appended after concurrent turns",
@@ -221,6 +244,10 @@ class ChatService:
             delta=delta,
             finish_reason=finish_reason,
         )
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
 
 
 def _storable(reply: dict[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,17 @@ def _int(name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def _flag(name: str, *, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "on", "true", "yes"}:
+        return True
+    if raw in {"0", "off", "false", "no"}:
+        return False
+    raise ValueError(f"{name} must be on or off, got {raw!r}")
+
+
 def _list(name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
 
@@ -72,6 +83,8 @@ class Settings:
     idempotency_ttl_seconds: int = 86400
     idempotency_wait_seconds: float = 5.0
     in_lambda: bool = False
+    telemetry: bool = False
+    """JSON logs and embedded metrics per request (on by default inside Lambda)."""
 
     @property
     def requires_keys(self) -> bool:
@@ -105,6 +118,7 @@ class Settings:
             idempotency_ttl_seconds=_int("IDEMPOTENCY_TTL_SECONDS", 86400, minimum=60),
             idempotency_wait_seconds=_int("IDEMPOTENCY_WAIT_MS", 5000) / 1000,
             in_lambda=bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")),
+            telemetry=_flag("TELEMETRY", default=bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))),
         )
 
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Any, TypeVar
 
+from core import telemetry
 from core.errors import ApiError, internal_error
 
 logger = logging.getLogger("threadline.sse")
@@ -104,9 +105,11 @@ async def _frames(
             yield KEEPALIVE if item is None else data_frame(item)
         yield DONE
     except ApiError as error:
+        telemetry.note(error_code=error.code or str(error.status))
         yield data_frame(error.body())
     except Exception:
         logger.exception("stream failed")
+        telemetry.note(error_code="internal_error")
         yield data_frame(internal_error().body())
     finally:
         aclose = getattr(rest, "aclose", None)

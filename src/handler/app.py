@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core import telemetry
 from core.chat import ChatService
 from core.errors import ApiError, bad_request, unavailable
 from core.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -30,6 +31,7 @@ from handler.auth import AuthMiddleware, KeyRing, check_startup
 from handler.cors import CorsMiddleware
 from handler.deps import chat_service, idempotency_guard, principal_of
 from handler.middleware import BodyLimitMiddleware, ErrorShieldMiddleware
+from handler.observability import TelemetryMiddleware
 from handler.page import router as page_router
 from handler.sessions_api import router as sessions_router
 
@@ -57,12 +59,14 @@ def create_app(
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        telemetry.note(error_code=error.code or str(error.status))
         return JSONResponse(error.body(), status_code=error.status, headers=getattr(error, "headers", None))
 
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, error: StoreUnavailable) -> JSONResponse:
         logger.error("session store unavailable", exc_info=error)
         api = unavailable("The session store is unavailable right now; retry the request.")
+        telemetry.note(error_code=api.code)
         return JSONResponse(api.body(), status_code=api.status)
 
     @app.exception_handler(StarletteHTTPException)
@@ -74,11 +78,13 @@ def create_app(
         else:
             message = str(error.detail) if isinstance(error.detail, str) else "Request failed"
         api = ApiError(error.status_code, message, code=_STATUS_CODES.get(error.status_code))
+        telemetry.note(error_code=api.code or str(api.status))
         return JSONResponse(api.body(), status_code=api.status, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
         api = _validation_error(error.errors())
+        telemetry.note(error_code=api.code)
         return JSONResponse(api.body(), status_code=api.status)
 
     @app.post("/v1/chat/completions", response_model=None)
@@ -146,6 +152,8 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(AuthMiddleware, keyring=KeyRing(settings))
     app.add_middleware(ErrorShieldMiddleware)
+    if settings.telemetry:
+        app.add_middleware(TelemetryMiddleware)
     app.add_middleware(CorsMiddleware, origins=settings.cors_origins)
     return app
 

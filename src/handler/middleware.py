@@ -10,6 +10,7 @@ import json
 import logging
 from typing import Any
 
+from core import telemetry
 from core.errors import ApiError, internal_error, too_large
 
 logger = logging.getLogger("threadline.http")
@@ -22,6 +23,7 @@ MAX_BODY_BYTES = 1024 * 1024
 
 
 async def send_error(send: Any, error: ApiError, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    telemetry.note(error_code=error.code or str(error.status))
     body = json.dumps(error.body()).encode()
     await send(
         {
