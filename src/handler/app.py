@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import telemetry
@@ -87,7 +87,7 @@ def create_app(
         telemetry.note(error_code=api.code)
         return JSONResponse(api.body(), status_code=api.status)
 
-    @app.post("/v1/chat/completions", response_model=None)
+    @app.post("/v1/chat/completions", response_model=None, openapi_extra=json_body(ChatCompletionRequest))
     async def chat_completions(request: Request) -> Response:
         body = await _json_object(request)
         chat_request = _parse(ChatCompletionRequest, body)
@@ -156,6 +156,24 @@ def create_app(
         app.add_middleware(TelemetryMiddleware)
     app.add_middleware(CorsMiddleware, origins=settings.cors_origins)
     return app
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """An OpenAPI request body for a route that parses its body itself (so that it can
+    answer 400s in OpenAI's shape, and accept clients that send no Content-Type)."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
