@@ -111,7 +111,7 @@ class ChatService:
         """Apply the session rules; read the session where there is one. No model call yet."""
         continuing = session_header is not None
         session_id = validate_session_id(session_header) if session_header is not None else new_session_id()
-        model = self._resolve_model(request.model)
+        model = self.resolve_model(request.model)
         telemetry.note(model=model, session_id=session_id, stream=bool(request.stream))
         split = split_continuation(request.messages) if continuing else split_stateless(request.messages)
         try:
@@ -184,7 +184,7 @@ class ChatService:
 
     # -- internals -----------------------------------------------------------------
 
-    def _resolve_model(self, requested: str | None) -> str:
+    def resolve_model(self, requested: str | None) -> str:
         if not requested:
             return self.settings.default_model
         if requested not in self.settings.models:

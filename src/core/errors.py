@@ -81,3 +81,28 @@ def unavailable(message: str) -> ApiError:
 
 def internal_error() -> ApiError:
     return ApiError(500, "The server had an error while processing your request.", code="internal_error")
+
+
+def _param(location: Any) -> str | None:
+    """Pydantic's error location as OpenAI names parameters: `messages[0].role`."""
+    param = ""
+    for part in location:
+        if part == "body":
+            continue
+        if isinstance(part, int):
+            param += f"[{part}]"
+        elif str(part) in {"str", "ConversationRef", "list[any]", "dict[str,any]"}:
+            continue  # pydantic names the union member it tried; not a parameter
+        else:
+            param += ("." if param else "") + str(part)
+    return param or None
+
+
+def validation_error(errors: Any) -> ApiError:
+    """The first validation problem as a 400 naming the parameter (never a 422)."""
+    first: dict[str, Any] = next(iter(errors), {})
+    param = _param(first.get("loc", ()))
+    reason = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if first.get("type") == "missing":
+        return bad_request(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    return bad_request(f"Invalid value for '{param}': {reason}", param=param, code="invalid_value")

@@ -14,12 +14,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import telemetry
 from core.chat import ChatService
-from core.errors import ApiError, bad_request, unavailable
+from core.errors import ApiError, unavailable, validation_error
 from core.idempotency import HEADER as IDEMPOTENCY_HEADER
 from core.idempotency import validate_key as validate_idempotency_key
 from core.sessions import SESSION_HEADER
@@ -33,6 +32,8 @@ from handler.deps import chat_service, idempotency_guard, principal_of
 from handler.middleware import BodyLimitMiddleware, ErrorShieldMiddleware
 from handler.observability import TelemetryMiddleware
 from handler.page import router as page_router
+from handler.parsing import json_body, json_object, parse
+from handler.responses_api import router as responses_router
 from handler.sessions_api import router as sessions_router
 
 logger = logging.getLogger("threadline.app")
@@ -56,6 +57,7 @@ def create_app(
     app = FastAPI(title="Threadline", version="0.1.0", summary="OpenAI-compatible chat with server-side sessions")
     started = int(time.time())
     app.state.services = {"chat": service} if service is not None else {}
+    app.state.keepalive_seconds = keepalive_seconds
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -82,15 +84,15 @@ def create_app(
         return JSONResponse(api.body(), status_code=api.status, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-        api = _validation_error(error.errors())
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        api = validation_error(error.errors())
         telemetry.note(error_code=api.code)
         return JSONResponse(api.body(), status_code=api.status)
 
     @app.post("/v1/chat/completions", response_model=None, openapi_extra=json_body(ChatCompletionRequest))
     async def chat_completions(request: Request) -> Response:
-        body = await _json_object(request)
-        chat_request = _parse(ChatCompletionRequest, body)
+        body = await json_object(request)
+        chat_request = parse(ChatCompletionRequest, body)
         chat = chat_service(request)
         owner = principal_of(request)
         session_header = request.headers.get(SESSION_HEADER)
@@ -146,6 +148,7 @@ def create_app(
     app.include_router(page_router)
 
     app.include_router(sessions_router)
+    app.include_router(responses_router)
 
     # Outermost last: CORS (preflights never need a key), the error shield, auth,
     # then the body limit, so unauthenticated clients cannot make us read 1 MB.
@@ -156,55 +159,6 @@ def create_app(
         app.add_middleware(TelemetryMiddleware)
     app.add_middleware(CorsMiddleware, origins=settings.cors_origins)
     return app
-
-
-def json_body(model: type[BaseModel]) -> dict[str, Any]:
-    """An OpenAPI request body for a route that parses its body itself (so that it can
-    answer 400s in OpenAI's shape, and accept clients that send no Content-Type)."""
-    schema = model.model_json_schema()
-    definitions = schema.pop("$defs", {})
-
-    def inline(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return inline(definitions[node["$ref"].rsplit("/", 1)[-1]])
-            return {key: inline(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [inline(item) for item in node]
-        return node
-
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        raise bad_request("The request body is empty: send a JSON object.")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise bad_request("We could not parse the JSON body of your request: it is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise bad_request("The request body must be a JSON object.")
-    return data
-
-
-def _parse(model: type[ChatCompletionRequest], data: dict[str, Any]) -> ChatCompletionRequest:
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        raise _validation_error(error.errors()) from None
-
-
-def _validation_error(errors: Any) -> ApiError:
-    """The first validation problem as a 400 naming the parameter (never FastAPI's 422)."""
-    first: dict[str, Any] = next(iter(errors), {})
-    location = [str(part) for part in first.get("loc", ()) if part not in ("body",)]
-    param = ".".join(location) or None
-    reason = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-    if first.get("type") == "missing":
-        return bad_request(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
-    return bad_request(f"Invalid value for '{param}': {reason}", param=param, code="invalid_value")
 
 
 app = create_app()

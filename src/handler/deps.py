@@ -14,6 +14,7 @@ from fastapi import Request
 from core.chat import ChatService, build_service
 from core.errors import ApiError
 from core.idempotency import IdempotencyGuard
+from core.responses.service import ResponsesService
 from core.settings import get_settings
 from core.store.client import get_dynamodb_client
 
@@ -49,3 +50,8 @@ def idempotency_guard(request: Request) -> IdempotencyGuard:
             wait_seconds=chat.settings.idempotency_wait_seconds,
         )
     return services["idempotency"]  # type: ignore[no-any-return]
+
+
+def responses_service(request: Request) -> ResponsesService:
+    """Built per request over the app's chat service (it holds no state of its own)."""
+    return ResponsesService(chat_service(request))

@@ -222,8 +222,8 @@ async def test_an_unknown_model_is_a_404(api: httpx.AsyncClient) -> None:
     [
         ({"model": "echo"}, "messages"),
         ({"model": "echo", "messages": []}, "messages"),
-        ({"model": "echo", "messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
-        ({"model": "echo", "messages": [{"role": "tool", "content": "x"}]}, "messages.0"),
+        ({"model": "echo", "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+        ({"model": "echo", "messages": [{"role": "tool", "content": "x"}]}, "messages[0]"),
         ({"model": "echo", "messages": [user("x")], "temperature": "hot"}, "temperature"),
         ({"model": "echo", "messages": [user("x")], "n": 2}, "n"),
     ],

@@ -1,0 +1,597 @@
+"""The Responses service: a chain of responses is a session.
+
+A stored response names its session and its position (the session's `next_seq` right
+after its turn), so continuing from it loads that session's history up to that
+point; nothing copies the transcript into the response. What happens to the new
+turn depends on where the response it continues from stands:
+
+- **new** (no `previous_response_id`, or a `conversation` name not seen before): a new
+  session with a random id holds the input and the reply.
+- **append** (the response is its session's tip: `position == next_seq`): the turn is
+  appended to that session with the chat store's conditional append. If a concurrent
+  request on the same chain appends first, that turn legitimately wins and this one
+  goes right after it (the store retries behind the winner); this response's
+  position then covers both turns, so a later continuation of it sees both, in
+  commit order. Nothing is lost and no turn is split.
+- **fork** (an earlier response: `position < next_seq`): a new session whose first
+  messages are a copy of the history the model saw (at most `HISTORY_WINDOW` messages
+  before that position), then the new turn. The copy is bounded by the window, so
+  storage stays linear in a chain's length however often it forks.
+- **unstored** (`store: false`): the history is read the same way, nothing is written,
+  and the id is not retrievable afterwards.
+
+`instructions` apply to their request only (as in OpenAI, they do not carry over
+through `previous_response_id`): they go first as a system message and are never
+part of the stored turn. A session created by a response keeps them as its system
+prompt, for clients that continue it through the chat API's session header.
+
+The model runs through the chat service's provider and settings; the turn is stored
+once the model has finished and before the client is told it is done. A failed model
+call, or a client that disconnects mid-stream, stores nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from core.chat import ReplyBuilder
+from core.errors import ApiError, bad_request, internal_error, not_found, too_large, unavailable
+from core.providers.base import ModelRequest, ProviderEvent, TextDelta, ToolCallDelta
+from core.responses.items import echoed_parameters, input_messages, stored_reply
+from core.responses.wire import (
+    CreateResponseRequest,
+    function_call_item,
+    is_response_id,
+    message_item,
+    new_call_id,
+    new_function_call_id,
+    new_message_id,
+    new_response_id,
+    output_text_part,
+    response_body,
+    usage_body,
+    validate_conversation_name,
+)
+from core.sessions import new_session_id, title_of, trim_window
+from core.store.base import NewTurn, SessionKey, SessionState, StoreUnavailable, TurnTooLarge
+from core.store.dynamodb import DynamoDBSessionStore
+from core.store.responses import ChainHistory, ConversationPointer, DynamoDBResponseStore, StoredResponse
+from core.wire import now
+
+if TYPE_CHECKING:
+    from core.chat import ChatService
+    from core.providers.base import ModelProvider
+    from core.settings import Settings
+    from core.store.base import SessionStore
+
+logger = logging.getLogger("threadline.responses")
+
+Mode = Literal["new", "append", "fork", "unstored"]
+
+
+@dataclass
+class PreparedResponse:
+    """Everything decided before the model runs; the face sends `session_id` at once."""
+
+    response_id: str
+    owner: str
+    model: str
+    model_request: ModelRequest
+    mode: Mode
+    key: SessionKey | None
+    """The session the turn goes to; None when nothing is stored."""
+    new_input: list[dict[str, Any]]
+    carried: list[dict[str, Any]]
+    """A fork's copy of the history it starts with; empty otherwise."""
+    expected: SessionState | None
+    """For an append: the head that was read (the version the conditional write expects)."""
+    expires_at: int | None
+    system: list[dict[str, Any]]
+    echo: dict[str, Any]
+    previous_response_id: str | None
+    conversation: str | None
+    conversation_replaces: str | None
+    """The conversation's latest response when this request read it."""
+    created_at: int = field(default_factory=now)
+    failure: ApiError | None = None
+    """Set by `stream` when the response failed (the face may still answer with a status)."""
+
+    @property
+    def stores(self) -> bool:
+        return self.mode != "unstored"
+
+    @property
+    def session_id(self) -> str | None:
+        return self.key.session_id if self.key is not None else None
+
+
+def _missing_response(response_id: str, param: str | None = None) -> ApiError:
+    return not_found(f"No response found with id '{response_id[:128]}'.", param=param)
+
+
+@contextmanager
+def _store_reads() -> Iterator[None]:
+    """A chain that cannot be read is a 503: unlike a chat session header, the client
+    named stored state, and we cannot even tell whether it is theirs."""
+    try:
+        yield
+    except StoreUnavailable:
+        logger.warning("response store unreadable")
+        raise unavailable("The response store is unavailable right now; retry the request.") from None
+
+
+@dataclass
+class _Slot:
+    """One output item as it is being produced."""
+
+    kind: Literal["message", "function_call"]
+    item_id: str
+    status: str = "in_progress"
+    pieces: list[str] = field(default_factory=list)
+    tool_index: int = -1
+    call_id: str = ""
+
+
+class _Run:
+    """One response being produced: provider events in; Responses stream events out
+    (each with its `sequence_number`); the output items, reply and usage at the end.
+
+    Items open lazily (a message when text arrives, a function call when a tool call
+    starts) and each is closed when the next one opens, so events come in the
+    official order: added, content part added, deltas, done events, item done.
+    """
+
+    def __init__(self, prepared: PreparedResponse) -> None:
+        self.prepared = prepared
+        self.reply = ReplyBuilder()
+        self.slots: list[_Slot] = []
+        self.open: int | None = None
+        self.tool_slots: dict[int, int] = {}
+        self.sequence = 0
+        self._final: dict[str, Any] | None = None
+
+    # -- events --------------------------------------------------------------------
+
+    def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        event = {"type": kind, **fields, "sequence_number": self.sequence}
+        self.sequence += 1
+        return event
+
+    def opening(self) -> list[dict[str, Any]]:
+        return [
+            self._event("response.created", response=self.body("in_progress")),
+            self._event("response.in_progress", response=self.body("in_progress")),
+        ]
+
+    def feed(self, event: ProviderEvent) -> list[dict[str, Any]]:
+        self.reply.add(event)
+        if isinstance(event, TextDelta):
+            return self._text(event.text) if event.text else []
+        if isinstance(event, ToolCallDelta):
+            return self._tool_call(event)
+        return []
+
+    def _text(self, text: str) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        if self.open is None or self.slots[self.open].kind != "message":
+            events += self._open_message()
+        index = self.open
+        assert index is not None
+        slot = self.slots[index]
+        slot.pieces.append(text)
+        events.append(
+            self._event(
+                "response.output_text.delta",
+                item_id=slot.item_id,
+                output_index=index,
+                content_index=0,
+                delta=text,
+                logprobs=[],
+            )
+        )
+        return events
+
+    def _open_message(self) -> list[dict[str, Any]]:
+        events = self._close_open()
+        slot = _Slot(kind="message", item_id=new_message_id())
+        self.slots.append(slot)
+        self.open = index = len(self.slots) - 1
+        events.append(self._event("response.output_item.added", output_index=index, item=self.render(slot)))
+        events.append(
+            self._event(
+                "response.content_part.added",
+                item_id=slot.item_id,
+                output_index=index,
+                content_index=0,
+                part=output_text_part(""),
+            )
+        )
+        return events
+
+    def _tool_call(self, delta: ToolCallDelta) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        index = self.tool_slots.get(delta.index)
+        if index is None:
+            events += self._close_open()
+            slot = _Slot(
+                kind="function_call",
+                item_id=new_function_call_id(),
+                tool_index=delta.index,
+                call_id=delta.id or new_call_id(),
+            )
+            self.slots.append(slot)
+            self.open = index = self.tool_slots[delta.index] = len(self.slots) - 1
+            events.append(self._event("response.output_item.added", output_index=index, item=self.render(slot)))
+        elif index != self.open:
+            # A provider went back to a call it had left: its item is already done.
+            # The arguments still reach the final output and the stored turn.
+            logger.warning("tool call delta after its item was closed", extra={"tool_index": delta.index})
+            return events
+        if delta.arguments:
+            events.append(
+                self._event(
+                    "response.function_call_arguments.delta",
+                    item_id=self.slots[index].item_id,
+                    output_index=index,
+                    delta=delta.arguments,
+                )
+            )
+        return events
+
+    def _close_open(self, status: str = "completed") -> list[dict[str, Any]]:
+        if self.open is None:
+            return []
+        index, self.open = self.open, None
+        slot = self.slots[index]
+        slot.status = status
+        item = self.render(slot)
+        if slot.kind == "message":
+            text = "".join(slot.pieces)
+            return [
+                self._event(
+                    "response.output_text.done",
+                    item_id=slot.item_id,
+                    output_index=index,
+                    content_index=0,
+                    text=text,
+                    logprobs=[],
+                ),
+                self._event(
+                    "response.content_part.done",
+                    item_id=slot.item_id,
+                    output_index=index,
+                    content_index=0,
+                    part=output_text_part(text),
+                ),
+                self._event("response.output_item.done", output_index=index, item=item),
+            ]
+        return [
+            self._event(
+                "response.function_call_arguments.done",
+                item_id=slot.item_id,
+                name=item["name"],
+                output_index=index,
+                arguments=item["arguments"],
+            ),
+            self._event("response.output_item.done", output_index=index, item=item),
+        ]
+
+    def closing(self) -> list[dict[str, Any]]:
+        """After the model's last event: close the open item (an empty message if the
+        model said nothing at all, so the output is never empty)."""
+        events: list[dict[str, Any]] = []
+        if not self.slots:
+            events += self._open_message()
+        status, _reason = self._outcome()
+        events += self._close_open("incomplete" if status == "incomplete" else "completed")
+        return events
+
+    def terminal(self) -> dict[str, Any]:
+        body = self.final_body()
+        kind = "response.completed" if body["status"] == "completed" else "response.incomplete"
+        return self._event(kind, response=body)
+
+    def failed(self, error: ApiError) -> dict[str, Any]:
+        if error.status == 429:
+            code = "rate_limit_exceeded"
+        elif error.status == 400:
+            code = "invalid_prompt"
+        else:
+            code = "server_error"
+        for slot in self.slots:
+            if slot.status == "in_progress":
+                slot.status = "incomplete"
+        return self._event(
+            "response.failed", response=self.body("failed", error={"code": code, "message": error.message})
+        )
+
+    # -- bodies --------------------------------------------------------------------
+
+    def render(self, slot: _Slot) -> dict[str, Any]:
+        if slot.kind == "message":
+            text = None if slot.status == "in_progress" and not slot.pieces else "".join(slot.pieces)
+            return message_item(slot.item_id, status=slot.status, text=text)
+        call = self.reply.tool_calls.get(slot.tool_index, {"function": {"name": "", "arguments": ""}})
+        return function_call_item(
+            slot.item_id,
+            call_id=slot.call_id,
+            name=call["function"]["name"],
+            arguments=call["function"]["arguments"] if slot.status != "in_progress" else "",
+            status=slot.status,
+        )
+
+    def _outcome(self) -> tuple[str, str | None]:
+        reason = self.reply.finish.reason
+        if reason == "length":
+            return "incomplete", "max_output_tokens"
+        if reason == "content_filter":
+            return "incomplete", "content_filter"
+        return "completed", None
+
+    def body(self, status: str, *, error: dict[str, str] | None = None) -> dict[str, Any]:
+        prepared = self.prepared
+        return response_body(
+            response_id=prepared.response_id,
+            created_at=prepared.created_at,
+            model=prepared.model,
+            status=status,
+            output=[self.render(slot) for slot in self.slots],
+            echo=prepared.echo,
+            previous_response_id=prepared.previous_response_id,
+            conversation=prepared.conversation,
+            store=prepared.stores,
+            error=error,
+        )
+
+    def final_body(self) -> dict[str, Any]:
+        """The finished Response object (computed once: the stored and the sent body agree)."""
+        if self._final is None:
+            status, reason = self._outcome()
+            usage = self.reply.finish.usage
+            body = self.body(status)
+            body["completed_at"] = now() if status == "completed" else None
+            body["incomplete_details"] = {"reason": reason} if reason else None
+            body["usage"] = usage_body(usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
+            self._final = body
+        return self._final
+
+    def stored_message(self) -> dict[str, Any]:
+        """The assistant message for the session, each tool call under the call id the
+        client saw (the one its `function_call_output` will name)."""
+        for slot in self.slots:
+            if slot.kind == "function_call" and slot.tool_index in self.reply.tool_calls:
+                self.reply.tool_calls[slot.tool_index]["id"] = slot.call_id
+        return stored_reply(self.reply.message())
+
+
+class ResponsesService:
+    """`POST/GET/DELETE /v1/responses` over the chat service's store, provider and settings."""
+
+    def __init__(self, chat: ChatService, store: DynamoDBResponseStore | None = None) -> None:
+        self.chat = chat
+        if store is None:
+            if not isinstance(chat.store, DynamoDBSessionStore):
+                raise TypeError("stored responses need the DynamoDB session store")
+            store = DynamoDBResponseStore(chat.store)
+        self.store = store
+
+    @property
+    def sessions(self) -> SessionStore:
+        return self.chat.store
+
+    @property
+    def provider(self) -> ModelProvider:
+        return self.chat.provider
+
+    @property
+    def settings(self) -> Settings:
+        return self.chat.settings
+
+    # -- create --------------------------------------------------------------------
+
+    async def prepare(self, request: CreateResponseRequest, *, owner: str) -> PreparedResponse:
+        """Validate, read the chain the request continues (if any), decide where the
+        turn goes. No model call yet, nothing written."""
+        if request.background:
+            raise bad_request("Background responses are not supported by this server.", param="background")
+        conversation = request.conversation_name
+        if request.previous_response_id is not None and conversation is not None:
+            raise bad_request(
+                "Mutually exclusive parameters: provide only one of 'previous_response_id' or 'conversation'.",
+                param="conversation",
+                code="mutually_exclusive_parameters",
+            )
+        if conversation is not None:
+            validate_conversation_name(conversation)
+        model = self.chat.resolve_model(request.model)
+        new_input = input_messages(request.input)
+        echo, options = echoed_parameters(request)
+        window = self.settings.history_window
+
+        chain: ChainHistory | None = None
+        source: SessionKey | None = None
+        replaces: str | None = None
+        if request.previous_response_id is not None:
+            previous_id = request.previous_response_id
+            if not is_response_id(previous_id):
+                raise _missing_response(previous_id, "previous_response_id")
+            with _store_reads():
+                previous = await self.store.get_response(owner, previous_id)
+                if previous is None:
+                    raise _missing_response(previous_id, "previous_response_id")
+                source = SessionKey(owner=owner, session_id=previous.session_id)
+                chain = await self.store.load_history(source, previous.position, window)
+            if not chain.usable:  # its session was deleted or has expired
+                raise _missing_response(previous_id, "previous_response_id")
+        elif conversation is not None:
+            with _store_reads():
+                pointer = await self.store.get_conversation(owner, conversation)
+                if pointer is not None:
+                    replaces = pointer.latest_response_id
+                    source = SessionKey(owner=owner, session_id=pointer.session_id)
+                    chain = await self.store.load_history(source, pointer.position, window)
+            if chain is not None and not chain.usable:
+                chain = None  # the conversation's session is gone: the conversation starts afresh
+
+        history = trim_window(chain.messages, cut=chain.earlier) if chain is not None else []
+        carried: list[dict[str, Any]] = []
+        expected: SessionState | None = None
+        key: SessionKey | None
+        mode: Mode
+        if not request.stores:
+            mode, key, expires_at = "unstored", None, None
+        elif chain is not None and source is not None and chain.is_tip:
+            mode, key, expected = "append", source, SessionState(head=chain.head, exists=True)
+            expires_at = chain.head.expires_at if chain.head is not None else None
+        else:
+            mode = "fork" if chain is not None else "new"
+            key = SessionKey(owner=owner, session_id=new_session_id())
+            carried = history
+            expires_at = self.store.new_session_expiry()
+        try:
+            self.sessions.check_turn([*carried, *new_input], fresh_session=mode != "append")
+        except TurnTooLarge as error:
+            raise too_large(error.reason, param="input") from None
+
+        system = [{"role": "system", "content": request.instructions}] if request.instructions else []
+        return PreparedResponse(
+            response_id=new_response_id(),
+            owner=owner,
+            model=model,
+            model_request=ModelRequest(
+                model=self.settings.models[model], messages=[*system, *history, *new_input], options=options
+            ),
+            mode=mode,
+            key=key,
+            new_input=new_input,
+            carried=carried,
+            expected=expected,
+            expires_at=expires_at,
+            system=system,
+            echo=echo,
+            previous_response_id=request.previous_response_id,
+            conversation=conversation,
+            conversation_replaces=replaces,
+        )
+
+    async def complete(self, prepared: PreparedResponse) -> dict[str, Any]:
+        """The buffered answer: run the model to the end, store, return the Response."""
+        run = _Run(prepared)
+        async for event in self.provider.stream(prepared.model_request):
+            run.feed(event)
+        run.closing()
+        await self._commit(prepared, run)
+        return run.final_body()
+
+    async def stream(self, prepared: PreparedResponse) -> AsyncIterator[dict[str, Any]]:
+        """The streamed answer as Responses events, `response.created` first and
+        `response.completed` (or `.incomplete`) last, once the turn is stored. A
+        failure ends the stream with `response.failed` and stores nothing; it is also
+        left in `prepared.failure`, so a face that has not sent anything yet can
+        answer with a plain HTTP error instead."""
+        run = _Run(prepared)
+        for event in run.opening():
+            yield event
+        try:
+            async for model_event in self.provider.stream(prepared.model_request):
+                for event in run.feed(model_event):
+                    yield event
+            for event in run.closing():
+                yield event
+            await self._commit(prepared, run)
+        except ApiError as error:
+            prepared.failure = error
+            yield run.failed(error)
+            return
+        except Exception:
+            logger.exception("response failed", extra={"response_id": prepared.response_id})
+            prepared.failure = internal_error()
+            yield run.failed(prepared.failure)
+            return
+        yield run.terminal()
+
+    async def _commit(self, prepared: PreparedResponse, run: _Run) -> None:
+        """Append the turn (one conditional transaction), then put the response item,
+        then advance the conversation name. Order matters: the turn decides the position.
+
+        If the response item cannot be written after the turn was, the client gets an
+        error and the turn stays in the session unreferenced; continuing the earlier
+        response then forks from it, with exactly the history it stood for.
+        """
+        if not prepared.stores or prepared.key is None:
+            return
+        body = run.final_body()
+        messages = [*prepared.carried, *prepared.new_input, run.stored_message()]
+        try:
+            self.store.check_response(body)
+            turn = NewTurn(
+                messages=messages, system=prepared.system, title=title_of([*prepared.carried, *prepared.new_input])
+            )
+            result = await self.sessions.append(
+                prepared.key, turn, prepared.expected, fresh_session=prepared.mode != "append"
+            )
+            position = result.first_seq + len(messages)
+            if result.conflicts:
+                logger.info(
+                    "response appended after concurrent turns",
+                    extra={"session_id": prepared.key.session_id, "conflicts": result.conflicts},
+                )
+            await self.store.put_response(
+                prepared.owner,
+                StoredResponse(
+                    response_id=prepared.response_id,
+                    session_id=prepared.key.session_id,
+                    position=position,
+                    created_at=float(prepared.created_at),
+                    expires_at=prepared.expires_at,
+                    body=body,
+                ),
+            )
+            if prepared.conversation is not None:
+                advanced = await self.store.advance_conversation(
+                    prepared.owner,
+                    ConversationPointer(
+                        name=prepared.conversation,
+                        latest_response_id=prepared.response_id,
+                        session_id=prepared.key.session_id,
+                        position=position,
+                        expires_at=prepared.expires_at,
+                    ),
+                    replaces=prepared.conversation_replaces,
+                )
+                if not advanced:
+                    logger.info(
+                        "a concurrent response moved the conversation first; it stays there",
+                        extra={"response_id": prepared.response_id},
+                    )
+        except TurnTooLarge as error:
+            raise ApiError(413, error.reason + " Nothing was stored.", code="request_too_large") from None
+        except StoreUnavailable:
+            logger.error("could not store a response", extra={"response_id": prepared.response_id})
+            raise unavailable("The response could not be saved. Retry the request.") from None
+
+    # -- retrieve and delete --------------------------------------------------------
+
+    async def retrieve(self, owner: str, response_id: str) -> StoredResponse:
+        if not is_response_id(response_id):
+            raise _missing_response(response_id)
+        with _store_reads():
+            stored = await self.store.get_response(owner, response_id)
+        if stored is None:
+            raise _missing_response(response_id)
+        return stored
+
+    async def delete(self, owner: str, response_id: str) -> dict[str, Any]:
+        """Forget a stored response: one conditional delete of its item. Its turn stays in
+        the session (later responses of the chain stand on it)."""
+        if not is_response_id(response_id):
+            raise _missing_response(response_id)
+        with _store_reads():
+            deleted = await self.store.delete_response(owner, response_id)
+        if not deleted:
+            raise _missing_response(response_id)
+        return {"id": response_id, "object": "response", "deleted": True}

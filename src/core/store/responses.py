@@ -1,0 +1,359 @@
+"""Stored responses and conversation names, in the sessions table, and the reads of a
+session partition "up to a position" that a chain of responses needs.
+
+A chain of responses is a session (see `core.store.dynamodb` for its partition). A
+stored response does not copy the transcript: it names its session and its
+*position*, the session's `next_seq` right after its turn was appended, so the
+history it stands for is the session's messages with `seq < position`. Storage is
+therefore linear in the length of a chain: each response adds its own turn's
+messages and one item of its own.
+
+Items (same table, `pk`/`sk` strings):
+
+    pk = RESPONSE#<owner>#<response id>     sk = RESPONSE
+        session_id, position, created_at, expires_at (the session's), and `body`:
+        the Response object's JSON (output items, usage and the request parameters
+        it echoes). Never the input or the history.
+    pk = CONVERSATION#<owner>#<name>        sk = CONVERSATION
+        latest_response_id and its session_id / position, updated_at, expires_at.
+        Advanced with a condition (see `advance_conversation`), so an earlier
+        response never replaces a later one under concurrency.
+
+Every key includes the owner: another principal's id is simply not there.
+
+Reads of a chain's history (`load_history`): one strongly consistent, descending
+Query on the session partition with `sk BETWEEN MSG#<position - window> AND
+SESSION`, Limit = window + 1. `SESSION` sorts after every `MSG#` key, so the head
+comes first, then the newest messages. When the response is the session's tip
+(`position == next_seq`, the common case of continuing the latest response) that
+one Query is the whole read. When it is an earlier response (a fork), the first
+Query also returned messages at or after `position` (the later turns); a second
+Query, `sk BETWEEN MSG#<lo> AND MSG#<below what was seen>`, fetches the rest of the
+window. Either way the cost is bounded by the window, never by the session's length.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from core.store.base import Head, SessionKey, StoreUnavailable, TurnTooLarge
+from core.store.dynamodb import (
+    HEAD_SK,
+    MAX_ITEM_BYTES,
+    DynamoDBSessionStore,
+    _is_expired,
+    _n,
+    _parse_head,
+    _s,
+    _store_errors,
+    message_sk,
+    session_pk,
+)
+
+RESPONSE_SK = "RESPONSE"
+CONVERSATION_SK = "CONVERSATION"
+_RESPONSE_OVERHEAD_BYTES = 600
+"""Bytes of a response item besides its body: keys, names and numbers (generously)."""
+
+
+def response_pk(owner: str, response_id: str) -> str:
+    return f"RESPONSE#{owner}#{response_id}"
+
+
+def conversation_pk(owner: str, name: str) -> str:
+    return f"CONVERSATION#{owner}#{name}"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    response_id: str
+    session_id: str
+    """The session (chain) the response's turn was appended to."""
+    position: int
+    """The session's `next_seq` right after the turn: its history is `seq < position`."""
+    created_at: float
+    expires_at: int | None
+    body: dict[str, Any]
+    """The Response object as returned to the client."""
+
+
+@dataclass(frozen=True)
+class ConversationPointer:
+    name: str
+    latest_response_id: str
+    session_id: str
+    position: int
+    expires_at: int | None
+
+
+@dataclass(frozen=True)
+class ChainHistory:
+    """A session read "up to a position"."""
+
+    position: int
+    head: Head | None
+    """The session's head; None when the session does not exist (deleted, never written)."""
+    usable: bool
+    """The head is live and the position lies in its current life: the history is there."""
+    messages: list[dict[str, Any]]
+    """At most `window` messages with seq < position, oldest first."""
+    earlier: bool
+    """The session holds messages before these (the window cut it)."""
+
+    @property
+    def is_tip(self) -> bool:
+        """Nothing was appended after this position: continuing it appends to the session."""
+        return self.usable and self.head is not None and self.head.next_seq == self.position
+
+
+class DynamoDBResponseStore:
+    """The response and conversation access patterns, on the session store's table and client."""
+
+    def __init__(self, sessions: DynamoDBSessionStore) -> None:
+        self.sessions = sessions
+
+    @property
+    def table_name(self) -> str:
+        return self.sessions.table_name
+
+    @property
+    def client(self) -> Any:
+        return self.sessions.client
+
+    def now(self) -> float:
+        clock = getattr(self.sessions, "clock", time.time)
+        return float(clock())
+
+    def new_session_expiry(self) -> int | None:
+        """`expires_at` for a session created from now on. Computed before the session's
+        turn is written, so it is never later than the session's own expiry."""
+        ttl_seconds = int(getattr(self.sessions, "ttl_seconds", 0))
+        return int(self.now()) + ttl_seconds if ttl_seconds else None
+
+    # -- limits --------------------------------------------------------------------
+
+    @staticmethod
+    def check_response(body: dict[str, Any]) -> None:
+        """Raise `TurnTooLarge` if this Response object could not be kept in one item."""
+        size = len(_json(body).encode()) + _RESPONSE_OVERHEAD_BYTES
+        if size > MAX_ITEM_BYTES:
+            raise TurnTooLarge(
+                f"The response is too large to store ({size:,} bytes; the limit is {MAX_ITEM_BYTES:,} bytes)."
+            )
+
+    # -- responses -----------------------------------------------------------------
+
+    async def get_response(self, owner: str, response_id: str) -> StoredResponse | None:
+        return await anyio.to_thread.run_sync(self._get_response, owner, response_id)
+
+    def _get_response(self, owner: str, response_id: str) -> StoredResponse | None:
+        with _store_errors():
+            reply = self.client.get_item(
+                TableName=self.table_name,
+                Key={"pk": _s(response_pk(owner, response_id)), "sk": _s(RESPONSE_SK)},
+                ConsistentRead=True,
+            )
+        item = reply.get("Item")
+        if item is None or _is_expired(item, self.now()):
+            return None
+        return StoredResponse(
+            response_id=response_id,
+            session_id=item["session_id"]["S"],
+            position=int(item["position"]["N"]),
+            created_at=float(item["created_at"]["N"]),
+            expires_at=int(item["expires_at"]["N"]) if "expires_at" in item else None,
+            body=json.loads(item["body"]["S"]),
+        )
+
+    async def put_response(self, owner: str, response: StoredResponse) -> None:
+        await anyio.to_thread.run_sync(self._put_response, owner, response)
+
+    def _put_response(self, owner: str, response: StoredResponse) -> None:
+        item: dict[str, Any] = {
+            "pk": _s(response_pk(owner, response.response_id)),
+            "sk": _s(RESPONSE_SK),
+            "owner": _s(owner),
+            "response_id": _s(response.response_id),
+            "session_id": _s(response.session_id),
+            "position": _n(response.position),
+            "created_at": _n(round(response.created_at, 3)),
+            "body": _s(_json(response.body)),
+        }
+        if response.expires_at is not None:
+            item["expires_at"] = _n(response.expires_at)
+        with _store_errors():
+            # Response ids are random: a Put cannot overwrite anyone else's item.
+            self.client.put_item(TableName=self.table_name, Item=item)
+
+    async def delete_response(self, owner: str, response_id: str) -> bool:
+        return await anyio.to_thread.run_sync(self._delete_response, owner, response_id)
+
+    def _delete_response(self, owner: str, response_id: str) -> bool:
+        """One conditional DeleteItem; False when there was no live item to delete."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_item(
+                TableName=self.table_name,
+                Key={"pk": _s(response_pk(owner, response_id)), "sk": _s(RESPONSE_SK)},
+                ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(expires_at) OR expires_at > :now)",
+                ExpressionAttributeValues={":now": _n(int(self.now()))},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise StoreUnavailable("could not delete the response") from error
+        except BotoCoreError as error:
+            raise StoreUnavailable("could not delete the response") from error
+        return True
+
+    # -- conversations -------------------------------------------------------------
+
+    async def get_conversation(self, owner: str, name: str) -> ConversationPointer | None:
+        return await anyio.to_thread.run_sync(self._get_conversation, owner, name)
+
+    def _get_conversation(self, owner: str, name: str) -> ConversationPointer | None:
+        with _store_errors():
+            reply = self.client.get_item(
+                TableName=self.table_name,
+                Key={"pk": _s(conversation_pk(owner, name)), "sk": _s(CONVERSATION_SK)},
+                ConsistentRead=True,
+            )
+        item = reply.get("Item")
+        if item is None or _is_expired(item, self.now()):
+            return None
+        return ConversationPointer(
+            name=name,
+            latest_response_id=item["latest_response_id"]["S"],
+            session_id=item["session_id"]["S"],
+            position=int(item["position"]["N"]),
+            expires_at=int(item["expires_at"]["N"]) if "expires_at" in item else None,
+        )
+
+    async def advance_conversation(self, owner: str, pointer: ConversationPointer, *, replaces: str | None) -> bool:
+        return await anyio.to_thread.run_sync(self._advance_conversation, owner, pointer, replaces)
+
+    def _advance_conversation(self, owner: str, pointer: ConversationPointer, replaces: str | None) -> bool:
+        """Point the conversation at a new latest response, unless a later one got there first.
+
+        The Put succeeds when the item is absent or expired; or still names `replaces`,
+        the response this one continued from (so this one is later); or names an
+        earlier position in the same session (a concurrent turn on the same chain that
+        this one was appended after). Otherwise another request moved the
+        conversation somewhere this response does not follow, and the pointer is
+        left alone: False.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        now = self.now()
+        item: dict[str, Any] = {
+            "pk": _s(conversation_pk(owner, pointer.name)),
+            "sk": _s(CONVERSATION_SK),
+            "owner": _s(owner),
+            "conversation": _s(pointer.name),
+            "latest_response_id": _s(pointer.latest_response_id),
+            "session_id": _s(pointer.session_id),
+            "position": _n(pointer.position),
+            "updated_at": _n(round(now, 3)),
+        }
+        if pointer.expires_at is not None:
+            item["expires_at"] = _n(pointer.expires_at)
+        condition = "attribute_not_exists(pk) OR expires_at <= :now OR (session_id = :session AND #pos < :position)"
+        values: dict[str, Any] = {
+            ":now": _n(int(now)),
+            ":session": _s(pointer.session_id),
+            ":position": _n(pointer.position),
+        }
+        if replaces is not None:
+            condition += " OR latest_response_id = :replaces"
+            values[":replaces"] = _s(replaces)
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=item,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#pos": "position"},  # POSITION is a reserved word
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise StoreUnavailable("could not update the conversation") from error
+        except BotoCoreError as error:
+            raise StoreUnavailable("could not update the conversation") from error
+        return True
+
+    # -- a session "up to a position" ---------------------------------------------
+
+    async def load_history(self, key: SessionKey, position: int, window: int) -> ChainHistory:
+        return await anyio.to_thread.run_sync(self._load_history, key, position, window)
+
+    def _load_history(self, key: SessionKey, position: int, window: int) -> ChainHistory:
+        pk = session_pk(key)
+        low = max(0, position - window)
+        items, exhausted = self._query_descending(pk, message_sk(low), HEAD_SK, window + 1)
+        if not items or items[0]["sk"]["S"] != HEAD_SK:
+            return ChainHistory(position=position, head=None, usable=False, messages=[], earlier=False)
+        head = _parse_head(items[0])
+        now = self.now()
+        if not head.live(now) or position > head.next_seq or position <= head.base_seq:
+            # Deleted and re-created, expired, or from an earlier life of the id.
+            return ChainHistory(position=position, head=head, usable=False, messages=[], earlier=False)
+        floor = max(low, head.base_seq)
+        newest_first: list[dict[str, Any]] = []
+        lowest_seen = position
+        for item in items[1:]:
+            seq = int(item["seq"]["N"])
+            lowest_seen = min(lowest_seen, seq)
+            if seq < floor:
+                break
+            if seq < position and not _is_expired(item, now):
+                newest_first.append(json.loads(item["msg"]["S"]))
+        top = lowest_seen - 1
+        if not exhausted and top >= floor:
+            # A fork: the head and the later turns took the first Query's Limit.
+            more, _ = self._query_descending(pk, message_sk(floor), message_sk(top), top - floor + 1)
+            for item in more:
+                if not _is_expired(item, now):
+                    newest_first.append(json.loads(item["msg"]["S"]))
+        messages = newest_first[:window][::-1]
+        return ChainHistory(
+            position=position,
+            head=head,
+            usable=True,
+            messages=messages,
+            earlier=position - head.base_seq > len(messages),
+        )
+
+    def _query_descending(self, pk: str, low_sk: str, high_sk: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Items of `pk` with low_sk <= sk <= high_sk, newest first, at most `limit`;
+        follows `LastEvaluatedKey` (the 1 MB page cap). Also says whether the range was
+        read to its end."""
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",
+            "ExpressionAttributeValues": {":pk": _s(pk), ":low": _s(low_sk), ":high": _s(high_sk)},
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+            "Limit": limit,
+        }
+        items: list[dict[str, Any]] = []
+        with _store_errors():
+            while True:
+                page = self.client.query(**request)
+                items.extend(page.get("Items", []))
+                if "LastEvaluatedKey" not in page:
+                    return items, True
+                if len(items) >= limit:
+                    return items, False
+                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+                request["Limit"] = limit - len(items)
