@@ -22,7 +22,6 @@ from core.settings import Settings
 from core.store.base import SessionKey
 from core.store.dynamodb import DynamoDBSessionStore
 from handler.app import create_app
-from handler.responses_api import router
 from tests.conftest import table_items
 from tests.schemas import validate
 from tests.servers import LiveServer
@@ -48,7 +47,6 @@ def serve(
 ) -> LiveServer:
     settings = Settings(sessions_table=store.table_name, api_keys=keys, history_window=window)
     app = create_app(ChatService(store, model or EchoProvider(), settings), settings=settings)
-    app.include_router(router)
     return LiveServer(app)
 
 

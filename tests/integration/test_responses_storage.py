@@ -17,7 +17,6 @@ from core.providers.echo import EchoProvider
 from core.settings import Settings
 from core.store.dynamodb import DynamoDBSessionStore, ensure_table
 from handler.app import create_app
-from handler.responses_api import router
 from tests.conftest import table_items
 
 LENGTHS = (10, 20, 40)
@@ -46,7 +45,6 @@ async def scratch_api(client: Any, *, window: int = 40) -> AsyncIterator[tuple[h
         settings = Settings(sessions_table=name, history_window=window)
         store = DynamoDBSessionStore(name, ttl_days=30, client=client)
         app = create_app(ChatService(store, EchoProvider(), settings), settings=settings)
-        app.include_router(router)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as api:
             yield api, name
     finally:

@@ -18,7 +18,6 @@ from core.providers.echo import EchoProvider
 from core.settings import Settings
 from core.store.dynamodb import DynamoDBSessionStore
 from handler.app import create_app
-from handler.responses_api import router
 from tests.conftest import table_items
 from tests.schemas import validate
 
@@ -139,7 +138,6 @@ def make_api(
     settings = Settings(sessions_table="sessions-unit", history_window=window, api_keys=keys)
     store = DynamoDBSessionStore("sessions-unit", ttl_days=30, client=counting)
     app = create_app(ChatService(store, model, settings), settings=settings)
-    app.include_router(router)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://threadline.test")
 
 
@@ -696,9 +694,8 @@ async def test_keepalive_comments_while_the_model_is_quiet(
 ) -> None:
     settings = Settings(sessions_table="sessions-unit")
     store = DynamoDBSessionStore("sessions-unit", ttl_days=30, client=counting)
-    app = create_app(ChatService(store, EchoProvider(delay_seconds=0.25), settings), settings=settings)
-    app.state.keepalive_seconds = 0.1
-    app.include_router(router)
+    service = ChatService(store, EchoProvider(delay_seconds=0.25), settings)
+    app = create_app(service, settings=settings, keepalive_seconds=0.1)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as api:
         _, raw = await stream(api, "a b")
     assert ": keepalive\n\n" in raw
