@@ -12,7 +12,7 @@ EVENT ?= events/rest-chat.json
 .PHONY: help install run test lint typecheck unit integration invoke clean
 
 help:  ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,8 @@ install: $(BIN)/.installed node_modules/.installed  ## Create .venv and install 
 run: install  ## Serve the API on HOST:PORT with DynamoDB Local (data under .data/)
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m devtools.serve
 
-test: install lint typecheck  ## The whole suite: lint, types, unit and integration tests
-	$(BIN)/pytest
+test: install browser lint typecheck  ## The whole suite: lint, types, unit, integration and browser tests
+	THREADLINE_BROWSER_TESTS=required $(BIN)/pytest
 
 lint: $(BIN)/.installed  ## ruff
 	$(BIN)/ruff check .

@@ -1,4 +1,15 @@
-"""The browser chat page: static files served by the API itself (same origin, no CORS)."""
+"""The browser chat page: static files served by the API itself (same origin, no CORS).
+
+`/` is `static/index.html`; `/static/<name>` serves the page's own files (.html, .js,
+.css, .svg) from that folder and nothing else. The page refers to its files and to
+the API by relative URLs, so it works at `/` locally and under API Gateway's stage
+path (`/prod/`) when deployed.
+
+Every answer carries a strict Content-Security-Policy: scripts, styles, images and
+requests may come from this origin only (no inline script or style, no third-party
+host), and the page cannot be framed. It is what keeps untrusted text from ever
+running as code even if a rendering bug let markup through.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +21,43 @@ from fastapi.responses import FileResponse
 from core.errors import not_found
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    )
+)
+
+HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
 
 router = APIRouter(include_in_schema=False)
 
 
 @router.get("/")
 async def index() -> FileResponse:
-    return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+    return FileResponse(STATIC_DIR / "index.html", media_type=_TYPES[".html"], headers=HEADERS)
 
 
 @router.get("/static/{name}")
@@ -25,4 +65,4 @@ async def asset(name: str) -> FileResponse:
     path = (STATIC_DIR / name).resolve()
     if path.parent != STATIC_DIR or not path.is_file() or path.suffix not in _TYPES:
         raise not_found(f"Invalid URL (GET /static/{name[:100]})")
-    return FileResponse(path, media_type=_TYPES[path.suffix], headers={"Cache-Control": "no-cache"})
+    return FileResponse(path, media_type=_TYPES[path.suffix], headers=HEADERS)
