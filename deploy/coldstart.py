@@ -1,0 +1,188 @@
+"""`make coldstart`: what bytecode in the package is worth at a cold start, measured here.
+
+Builds the function's package for this machine's architecture and python3.11 (the
+only CPython here), in three variants, each zipped as `sam deploy` zips it (every
+file dated 1980-01-01) and unzipped as Lambda does, then started N times as a fresh
+process through `exec-wrapper` on the bare interpreter (no virtualenv), with
+`PYTHONDONTWRITEBYTECODE=1` standing in for Lambda's read-only `/var/task`:
+
+- `unchecked-hash .pyc` - what `make build` ships for python3.11;
+- `no .pyc`             - what a build for python3.12+ made on a 3.11 machine ships;
+- `timestamp .pyc`      - pip's/compileall's default mode, which the zip's 1980 dates
+                          make stale, so Python ignores the files.
+
+Each start serves one event against the local Runtime API, timed from the process's
+start: `GET /health` (import the app, serve one request), then a streamed chat turn
+on DynamoDB Local (adds boto3, the DynamoDB client, a Query and a TransactWriteItems).
+The cells take turns (one start of each, then again), so a busy machine slows them
+alike. Prints, in ms, the median time to the first `/next` (init: importing the app)
+and the median, min and max time to the end of the response. This machine is not a Lambda
+(different CPU, no Firecracker): the ratios carry over, the absolute numbers not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import py_compile
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+for path in (ROOT / "src", ROOT, ROOT / "deploy"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import build_function  # noqa: E402
+
+from tests.e2e.events import chat_body, rest_event  # noqa: E402
+from tests.e2e.fake_runtime_api import FakeRuntimeAPI  # noqa: E402
+
+ZIP_EPOCH = time.mktime((1980, 1, 1, 0, 0, 0, 0, 0, -1))
+KEY = "coldstart-key"
+
+
+def zip_round_trip(source: Path, target: Path) -> None:
+    archive = target.with_suffix(".zip")
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                info = zipfile.ZipInfo(str(path.relative_to(source)))  # date: 1980-01-01, as SAM's
+                info.create_system = 3
+                info.external_attr = path.stat().st_mode << 16
+                zipped.writestr(info, path.read_bytes())
+    with zipfile.ZipFile(archive) as zipped:
+        for info in zipped.infolist():
+            path = target / info.filename
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(zipped.read(info))
+            path.chmod((info.external_attr >> 16) & 0o777 or 0o644)
+            os.utime(path, (ZIP_EPOCH, ZIP_EPOCH))
+    archive.unlink()
+
+
+def variants(base: Path, work: Path) -> dict[str, Path]:
+    plain = work / "plain"
+    shutil.copytree(base, plain, ignore=shutil.ignore_patterns("__pycache__"))
+    stamped = work / "stamped"
+    shutil.copytree(plain, stamped)
+    import compileall
+
+    compileall.compile_dir(str(stamped), quiet=1, invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP, workers=0)
+    result = {}
+    for name, source in (("unchecked-hash .pyc", base), ("no .pyc", plain), ("timestamp .pyc", stamped)):
+        target = work / ("zipped-" + name.split()[0].replace(".", ""))
+        zip_round_trip(source, target)
+        result[name] = target
+    return result
+
+
+def bare_python() -> str:
+    return str(Path(sys.base_exec_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}")
+
+
+def one_start(task_root: Path, env: dict[str, str], chat: bool) -> tuple[float, float]:
+    """(init ms: start to the first /next, total ms: start to the end of the response)."""
+    with FakeRuntimeAPI() as api:
+        run_env = {
+            **env,
+            "AWS_LAMBDA_RUNTIME_API": api.address,
+            "LAMBDA_TASK_ROOT": str(task_root),
+        }
+        if chat:
+            event = rest_event(
+                "POST", "/v1/chat/completions", chat_body("cold start"), headers={"Authorization": f"Bearer {KEY}"}
+            )
+        else:
+            event = rest_event("GET", "/health")
+        invocation = api.queue(event)
+        started = time.monotonic()
+        process = subprocess.Popen(  # noqa: S603
+            [str(task_root / "handler" / "streaming" / "exec-wrapper"), bare_python(), "/var/runtime/bootstrap.py"],
+            env=run_env,
+            cwd="/",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            api.wait(invocation, timeout=60)
+            ended = max(chunk.at for chunk in invocation.response.chunks) if invocation.response else time.monotonic()
+            if invocation.response is None or invocation.response.split()[0]["statusCode"] != 200:
+                raise RuntimeError(f"the runtime did not serve the event: {invocation.error}")
+            assert invocation.taken_at is not None
+            return (invocation.taken_at - started) * 1000, (ended - started) * 1000
+        finally:
+            api.close()
+            process.wait(timeout=30)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args(argv)
+    architecture = {"x86_64": "x86_64", "aarch64": "arm64"}[os.uname().machine]
+
+    from core.store.client import get_dynamodb_client
+    from core.store.dynamodb import ensure_table
+    from devtools.dynamodb_local import DynamoDBLocal, dummy_aws_environment
+
+    with tempfile.TemporaryDirectory(prefix="threadline-coldstart-") as tmp, DynamoDBLocal() as database:
+        work = Path(tmp)
+        print(f"building the package for python3.11 on {architecture} ...", flush=True)
+        with open(os.devnull, "w") as quiet:
+            stdout = sys.stdout
+            sys.stdout = quiet
+            try:
+                build_function.build(work / "built", "python3.11", architecture)
+            finally:
+                sys.stdout = stdout
+        packages = variants(work / "built", work)
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "LAMBDA_"))}
+        env.update(dummy_aws_environment(database.endpoint))
+        env.update(
+            {
+                "AWS_LAMBDA_FUNCTION_NAME": "threadline-coldstart",
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "MODEL_PROVIDER": "echo",
+                "API_KEYS": KEY,
+                "SESSIONS_TABLE": "coldstart-sessions",
+            }
+        )
+        saved = dict(os.environ)
+        os.environ.update(env)
+        get_dynamodb_client.cache_clear()
+        ensure_table(get_dynamodb_client(), "coldstart-sessions")
+        os.environ.clear()
+        os.environ.update(saved)
+
+        print(f"{args.runs} fresh processes per cell, bare {bare_python()}, PYTHONDONTWRITEBYTECODE=1; ms")
+        print("(the cells take turns, so a busy machine slows them alike)")
+        cells = [(name, chat) for name in packages for chat in (False, True)]
+        for name, chat in cells:
+            one_start(packages[name], env, chat)  # warm the OS file cache: measure Python, not the disk
+        runs: dict[tuple[str, bool], list[tuple[float, float]]] = {cell: [] for cell in cells}
+        for _ in range(args.runs):
+            for name, chat in cells:
+                runs[(name, chat)].append(one_start(packages[name], env, chat))
+        print(f"{'package':22} {'first event':16} {'init median':>11} {'done median':>11} {'done min':>9} {'max':>6}")
+        for (name, chat), results in runs.items():
+            inits = [init for init, _ in results]
+            totals = [total for _, total in results]
+            label = "chat + DynamoDB" if chat else "GET /health"
+            print(
+                f"{name:22} {label:16} {statistics.median(inits):11.0f} {statistics.median(totals):11.0f} "
+                f"{min(totals):9.0f} {max(totals):6.0f}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,322 @@
+"""A client of the Lambda Runtime API, in plain HTTP/1.1 over asyncio streams.
+
+Python's `http.client` cannot be used for the streamed response: it always ends a
+chunked body with its own terminator, so it cannot send trailers, and it buffers.
+So requests are framed here by hand; each one uses a connection of its own and
+closes it when done (AWS asks a streaming runtime to close the connection after it
+has written the response).
+
+Protocol, as AWS documents it:
+
+- https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html: `GET
+  /2018-06-01/runtime/invocation/next` returns the event, with the request id, the
+  deadline (epoch ms), the invoked function ARN and the X-Ray trace header in the
+  `Lambda-Runtime-*` response headers; `POST .../invocation/{id}/error` and `POST
+  /2018-06-01/runtime/init/error` take `{"errorMessage", "errorType", "stackTrace"}`
+  with a `Lambda-Runtime-Function-Error-Type` header; a 500 answer means the
+  container is broken and the runtime should exit.
+- https://docs.aws.amazon.com/lambda/latest/dg/runtimes-custom.html#runtimes-custom-response-streaming:
+  a streamed response sets `Lambda-Runtime-Function-Response-Mode: streaming` and
+  `Transfer-Encoding: chunked`, and reports an error that happens after it began in
+  the trailers `Lambda-Runtime-Function-Error-Type` and
+  `Lambda-Runtime-Function-Error-Body` (base64), declared in a `Trailer` header at
+  the start of the request; `.../error` is only allowed before the response began.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import socket
+import traceback
+from dataclasses import dataclass, field
+
+logger = logging.getLogger("threadline.runtime")
+
+API_VERSION = "2018-06-01"
+RESPONSE_MODE_HEADER = "Lambda-Runtime-Function-Response-Mode"
+ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
+ERROR_BODY_TRAILER = "Lambda-Runtime-Function-Error-Body"
+HTTP_INTEGRATION_CONTENT_TYPE = "application/vnd.awslambda.http-integration-response"
+PRELUDE_DELIMITER = b"\x00" * 8
+USER_AGENT = "threadline-streaming-runtime/1"
+
+_HEAD_LIMIT = 64 * 1024
+"""Largest response head (status line and headers) accepted from the Runtime API."""
+_STREAM_LIMIT = 8 * 1024 * 1024
+"""asyncio's reader buffer limit; event bodies are read with `readexactly`, not lines."""
+
+
+class RuntimeAPIError(Exception):
+    """The Runtime API answered with a status this runtime cannot go on from."""
+
+    def __init__(self, status: int, path: str, body: bytes) -> None:
+        super().__init__(f"the Runtime API answered {status} to {path}: {body[:200]!r}")
+        self.status = status
+        self.path = path
+        self.body = body
+
+
+class ContainerError(RuntimeAPIError):
+    """A 500: "Container error. Non-recoverable state. Runtime should exit promptly." """
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One event from `/runtime/invocation/next` and what its headers say about it."""
+
+    request_id: str
+    deadline_ms: int
+    invoked_function_arn: str
+    body: bytes
+    trace_id: str | None = None
+    client_context: str | None = None
+    cognito_identity: str | None = None
+    tenant_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ErrorReport:
+    """An error as Lambda takes it: a category for the `...-Error-Type` header and the
+    `{"errorMessage", "errorType", "stackTrace"}` body."""
+
+    category: str
+    error_type: str
+    message: str
+    stack_trace: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_exception(cls, error: BaseException, category: str, *, details: bool = True) -> ErrorReport:
+        """`details=False` leaves out the exception's text and stack (only its class is
+        named): for reports that may reach a client."""
+        if not details:
+            return cls(category, type(error).__name__, "The function failed; see its logs for the request id.")
+        origin = error.__cause__ if error.__cause__ is not None else error  # where it really failed
+        stack = [line.rstrip("\n") for line in traceback.format_tb(origin.__traceback__)]
+        return cls(category, type(error).__name__, str(error) or type(error).__name__, stack)
+
+    def payload(self) -> bytes:
+        return json.dumps(
+            {"errorMessage": self.message, "errorType": self.error_type, "stackTrace": self.stack_trace},
+            separators=(",", ":"),
+        ).encode()
+
+    def trailers(self) -> bytes:
+        """The error as HTTP trailers: `Error-Body` is base64 so no byte can break the framing."""
+        body = base64.b64encode(self.payload()).decode("ascii")
+        category = _header_value(self.category)
+        return f"{ERROR_TYPE_HEADER}: {category}\r\n{ERROR_BODY_TRAILER}: {body}\r\n".encode("latin-1")
+
+
+def _header_value(value: str) -> str:
+    """A value safe on one header line (no CR, LF or non-latin-1 characters)."""
+    cleaned = "".join(ch if " " <= ch <= "~" else "_" for ch in value)
+    return cleaned or "Unknown"
+
+
+@dataclass
+class _Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def _read_response(reader: asyncio.StreamReader, path: str) -> _Response:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as error:
+        raise ConnectionError(f"the Runtime API closed the connection before answering {path}") from error
+    if len(head) > _HEAD_LIMIT:
+        raise RuntimeAPIError(0, path, b"response head too large")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise RuntimeAPIError(0, path, lines[0].encode("latin-1"))
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif "chunked" in headers.get("transfer-encoding", "").lower():
+        body = await _read_chunked(reader)
+    else:
+        body = await reader.read()
+    return _Response(int(parts[1]), headers, body)
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    pieces: list[bytes] = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip(), 16)
+        if size == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers, if any
+                pass
+            return b"".join(pieces)
+        pieces.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+
+
+class ResponseStream:
+    """One streamed response: the request is open, the prelude sent; body chunks follow.
+
+    `write` sends each chunk as its own HTTP chunk and waits until the socket took it;
+    `finish` sends the last chunk (with the error trailers when given) and reads the
+    Runtime API's answer. A connection the Runtime API dropped is remembered: later
+    writes are skipped, so the app still runs to its end and its work is not lost.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._path = path
+        self.bytes_sent = 0
+        self.chunks_sent = 0
+        self.broken: BaseException | None = None
+        self.finished = False
+
+    async def write(self, data: bytes) -> None:
+        if not data or self.broken is not None or self.finished:
+            return  # an empty chunk would end the body: never send one
+        self._writer.writelines((b"%X\r\n" % len(data), data, b"\r\n"))
+        try:
+            await self._writer.drain()
+        except (ConnectionError, OSError) as error:
+            self.broken = error
+            logger.warning("The Runtime API dropped the response stream after %d bytes: %s", self.bytes_sent, error)
+            return
+        self.bytes_sent += len(data)
+        self.chunks_sent += 1
+
+    async def finish(self, error: ErrorReport | None = None) -> int | None:
+        """End the body; the Runtime API's status, or None if the connection was lost."""
+        if self.finished:
+            return None
+        self.finished = True
+        try:
+            if self.broken is not None:
+                return None
+            self._writer.write(b"0\r\n" + (error.trailers() if error is not None else b"") + b"\r\n")
+            await self._writer.drain()
+            response = await _read_response(self._reader, self._path)
+            if response.status >= 300:
+                logger.error("The Runtime API refused the streamed response: %s %r", response.status, response.body)
+            return response.status
+        except (ConnectionError, OSError) as lost:
+            logger.warning("The Runtime API connection was lost while ending the stream: %s", lost)
+            return None
+        finally:
+            await _close(self._writer)
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError, OSError):
+        await writer.wait_closed()
+
+
+class RuntimeAPI:
+    """The Runtime API at `host:port` (the function's `AWS_LAMBDA_RUNTIME_API`)."""
+
+    def __init__(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"AWS_LAMBDA_RUNTIME_API must be host:port, got {address!r}")
+        self.address = address
+        self.host = host.strip("[]")
+        self.port = int(port)
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(self.host, self.port, limit=_STREAM_LIMIT)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            # Every chunk goes out when it is written, never held back by Nagle.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return reader, writer
+
+    def _head(self, method: str, path: str, headers: dict[str, str]) -> bytes:
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.address}", f"User-Agent: {USER_AGENT}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    async def _request(
+        self, method: str, path: str, *, headers: dict[str, str] | None = None, body: bytes = b""
+    ) -> _Response:
+        reader, writer = await self._connect()
+        try:
+            all_headers = dict(headers or {})
+            if method != "GET":
+                all_headers["Content-Length"] = str(len(body))
+            writer.write(self._head(method, path, all_headers) + body)
+            await writer.drain()
+            response = await _read_response(reader, path)
+        finally:
+            await _close(writer)
+        if response.status >= 500:
+            raise ContainerError(response.status, path, response.body)
+        return response
+
+    async def next_invocation(self) -> Invocation:
+        """Wait (as long as it takes) for the next event."""
+        path = f"/{API_VERSION}/runtime/invocation/next"
+        response = await self._request("GET", path)
+        if response.status != 200:
+            raise RuntimeAPIError(response.status, path, response.body)
+        headers = response.headers
+        request_id = headers.get("lambda-runtime-aws-request-id", "")
+        if not request_id:
+            raise RuntimeAPIError(response.status, path, b"no Lambda-Runtime-Aws-Request-Id header")
+        deadline = headers.get("lambda-runtime-deadline-ms", "")
+        return Invocation(
+            request_id=request_id,
+            deadline_ms=int(deadline) if deadline.isdigit() else 0,
+            invoked_function_arn=headers.get("lambda-runtime-invoked-function-arn", ""),
+            body=response.body,
+            trace_id=headers.get("lambda-runtime-trace-id") or None,
+            client_context=headers.get("lambda-runtime-client-context") or None,
+            cognito_identity=headers.get("lambda-runtime-cognito-identity") or None,
+            tenant_id=headers.get("lambda-runtime-aws-tenant-id") or None,
+        )
+
+    async def post_error(self, request_id: str, error: ErrorReport) -> int:
+        """Report a failed invocation (only before its response began)."""
+        path = f"/{API_VERSION}/runtime/invocation/{request_id}/error"
+        return await self._post_error(path, error)
+
+    async def post_init_error(self, error: ErrorReport) -> int:
+        """Report that the function could not start."""
+        return await self._post_error(f"/{API_VERSION}/runtime/init/error", error)
+
+    async def _post_error(self, path: str, error: ErrorReport) -> int:
+        headers = {"Content-Type": "application/json", ERROR_TYPE_HEADER: _header_value(error.category)}
+        response = await self._request("POST", path, headers=headers, body=error.payload())
+        if response.status >= 300:
+            logger.error("The Runtime API refused the error report to %s: %s", path, response.status)
+        return response.status
+
+    async def open_stream(self, request_id: str, prelude: bytes) -> ResponseStream:
+        """Start the streamed response: the request head and the prelude's chunk, at once."""
+        path = f"/{API_VERSION}/runtime/invocation/{request_id}/response"
+        head = self._head(
+            "POST",
+            path,
+            {
+                RESPONSE_MODE_HEADER: "streaming",
+                "Transfer-Encoding": "chunked",
+                "Content-Type": HTTP_INTEGRATION_CONTENT_TYPE,
+                "Trailer": f"{ERROR_TYPE_HEADER}, {ERROR_BODY_TRAILER}",
+            },
+        )
+        reader, writer = await self._connect()
+        writer.writelines((head, b"%X\r\n" % len(prelude), prelude, b"\r\n"))
+        try:
+            await writer.drain()
+        except (ConnectionError, OSError):
+            await _close(writer)
+            raise
+        return ResponseStream(reader, writer, path)
