@@ -20,7 +20,7 @@ def create_provider(settings: Settings) -> ModelProvider:
 
         return OpenAIProvider(
             base_url=settings.openai_base_url,
-            api_key=settings.openai_api_key,
+            api_key=settings.openai_api_key or _secret(settings.openai_api_key_secret_arn),
             timeout_seconds=settings.openai_timeout_seconds,
         )
     if settings.model_provider == "bedrock":
@@ -28,3 +28,13 @@ def create_provider(settings: Settings) -> ModelProvider:
 
         return BedrockProvider()
     raise ValueError(f"unknown MODEL_PROVIDER {settings.model_provider!r}")
+
+
+def _secret(arn: str | None) -> str | None:
+    """The upstream's key from Secrets Manager (deployed), read once per container."""
+    if not arn:
+        return None
+    from aws_lambda_powertools.utilities import parameters
+
+    value = parameters.get_secret(arn)
+    return (value.decode() if isinstance(value, bytes) else str(value)).strip()
