@@ -158,7 +158,7 @@ class DynamoDBSessionStore:
         return await anyio.to_thread.run_sync(self._load, key, window)
 
     def _load(self, key: SessionKey, window: int) -> SessionState:
-        items = self._query_recent(key, window + 1)
+        items, _ = query_newest_first(self.client, self.table_name, session_pk(key), window + 1)
         now = self.clock()
         if not items or items[0]["sk"]["S"] != HEAD_SK:
             return SessionState()
@@ -181,25 +181,6 @@ class DynamoDBSessionStore:
             messages=messages,
             message_count=head.next_seq - head.base_seq,
         )
-
-    def _query_recent(self, key: SessionKey, limit: int) -> list[dict[str, Any]]:
-        request: dict[str, Any] = {
-            "TableName": self.table_name,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": _s(session_pk(key))},
-            "ScanIndexForward": False,
-            "ConsistentRead": True,
-            "Limit": limit,
-        }
-        items: list[dict[str, Any]] = []
-        with _store_errors():
-            while True:
-                page = self.client.query(**request)
-                items.extend(page.get("Items", []))
-                if len(items) >= limit or "LastEvaluatedKey" not in page:
-                    return items
-                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-                request["Limit"] = limit - len(items)
 
     def _get_head(self, key: SessionKey) -> Head | None:
         with _store_errors():
@@ -496,6 +477,37 @@ class DynamoDBSessionStore:
         if expires_at is not None:
             item["expires_at"] = _n(expires_at)
         return item
+
+
+def query_newest_first(
+    client: Any, table_name: str, pk: str, limit: int, *, between: tuple[str, str] | None = None
+) -> tuple[list[dict[str, Any]], bool]:
+    """Up to `limit` items of one partition (optionally `between` two sort keys), newest
+    first, in one strongly consistent Query that follows `LastEvaluatedKey` when the
+    1 MB page cap cuts it short. Also says whether the range was read to its end."""
+    condition, values = "pk = :pk", {":pk": _s(pk)}
+    if between is not None:
+        condition += " AND sk BETWEEN :low AND :high"
+        values |= {":low": _s(between[0]), ":high": _s(between[1])}
+    request: dict[str, Any] = {
+        "TableName": table_name,
+        "KeyConditionExpression": condition,
+        "ExpressionAttributeValues": values,
+        "ScanIndexForward": False,
+        "ConsistentRead": True,
+        "Limit": limit,
+    }
+    items: list[dict[str, Any]] = []
+    with _store_errors():
+        while True:
+            page = client.query(**request)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items, True
+            if len(items) >= limit:
+                return items, False
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            request["Limit"] = limit - len(items)
 
 
 @contextmanager

@@ -52,6 +52,7 @@ from core.store.dynamodb import (
     _s,
     _store_errors,
     message_sk,
+    query_newest_first,
     session_pk,
 )
 
@@ -300,7 +301,9 @@ class DynamoDBResponseStore:
     def _load_history(self, key: SessionKey, position: int, window: int) -> ChainHistory:
         pk = session_pk(key)
         low = max(0, position - window)
-        items, exhausted = self._query_descending(pk, message_sk(low), HEAD_SK, window + 1)
+        items, exhausted = query_newest_first(
+            self.client, self.table_name, pk, window + 1, between=(message_sk(low), HEAD_SK)
+        )
         if not items or items[0]["sk"]["S"] != HEAD_SK:
             return ChainHistory(position=position, head=None, usable=False, messages=[], earlier=False)
         head = _parse_head(items[0])
@@ -321,7 +324,9 @@ class DynamoDBResponseStore:
         top = lowest_seen - 1
         if not exhausted and top >= floor:
             # A fork: the head and the later turns took the first Query's Limit.
-            more, _ = self._query_descending(pk, message_sk(floor), message_sk(top), top - floor + 1)
+            more, _ = query_newest_first(
+                self.client, self.table_name, pk, top - floor + 1, between=(message_sk(floor), message_sk(top))
+            )
             for item in more:
                 if not _is_expired(item, now):
                     newest_first.append(json.loads(item["msg"]["S"]))
@@ -333,27 +338,3 @@ class DynamoDBResponseStore:
             messages=messages,
             earlier=position - head.base_seq > len(messages),
         )
-
-    def _query_descending(self, pk: str, low_sk: str, high_sk: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
-        """Items of `pk` with low_sk <= sk <= high_sk, newest first, at most `limit`;
-        follows `LastEvaluatedKey` (the 1 MB page cap). Also says whether the range was
-        read to its end."""
-        request: dict[str, Any] = {
-            "TableName": self.table_name,
-            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",
-            "ExpressionAttributeValues": {":pk": _s(pk), ":low": _s(low_sk), ":high": _s(high_sk)},
-            "ScanIndexForward": False,
-            "ConsistentRead": True,
-            "Limit": limit,
-        }
-        items: list[dict[str, Any]] = []
-        with _store_errors():
-            while True:
-                page = self.client.query(**request)
-                items.extend(page.get("Items", []))
-                if "LastEvaluatedKey" not in page:
-                    return items, True
-                if len(items) >= limit:
-                    return items, False
-                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-                request["Limit"] = limit - len(items)
