@@ -115,7 +115,7 @@ class ChatService:
         telemetry.note(model=model, session_id=session_id, stream=bool(request.stream))
         split = split_continuation(request.messages) if continuing else split_stateless(request.messages)
         try:
-            self.store.check_turn(split.new_input, fresh_session=not continuing)
+            self.store.check_turn(split.new_input, fresh_session=not continuing, system=split.system)
         except TurnTooLarge as error:
             raise too_large(error.reason, param="messages") from None
 
@@ -203,7 +203,8 @@ class ChatService:
         except StoreUnavailable:
             telemetry.add(store_fallbacks=1)
             logger.warning(
-                "session store unreadable; continuing with empty history",
+                "session store unreadable for session %s; continuing with empty history",
+                key.session_id,
                 extra={"session_id": key.session_id},
             )
             return None
@@ -222,7 +223,7 @@ class ChatService:
         except TurnTooLarge as error:
             raise ApiError(413, error.reason + " Nothing was stored.", code="request_too_large") from None
         except StoreUnavailable:
-            logger.error("could not store a turn", extra={"session_id": turn.session_id})
+            logger.error("could not store a turn of session %s", turn.session_id, extra={"session_id": turn.session_id})
             raise unavailable(
                 "The conversation could not be saved, so nothing was stored. Retry the request."
             ) from None

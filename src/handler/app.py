@@ -29,6 +29,7 @@ from core.wire import ChatCompletionRequest, models_body
 from handler.auth import AuthMiddleware, KeyRing, check_startup
 from handler.cors import CorsMiddleware
 from handler.deps import chat_service, idempotency_guard, principal_of
+from handler.disconnect import unless_client_leaves
 from handler.middleware import BodyLimitMiddleware, ErrorShieldMiddleware
 from handler.observability import TelemetryMiddleware
 from handler.page import router as page_router
@@ -126,10 +127,12 @@ def create_app(
         turn = await chat.prepare(chat_request, session_header=session_header, owner=owner)
         headers = {SESSION_HEADER: turn.session_id}
         try:
-            frames = await open_chat_stream(chat.stream(turn), keepalive_seconds)
+            frames = await unless_client_leaves(request, open_chat_stream(chat.stream(turn), keepalive_seconds))
         except ApiError as error:
             error.headers = headers  # type: ignore[attr-defined]
             raise
+        if isinstance(frames, Response):
+            return frames  # the client left before the model's first event
         return StreamingResponse(
             frames,
             media_type="text/event-stream",

@@ -18,6 +18,10 @@ from core.errors import bad_request, validation_error
 
 Model = TypeVar("Model", bound=BaseModel)
 
+MAX_JSON_DEPTH = 100
+"""How deeply a request body may nest: far beyond any real request, and well inside the
+recursion limits of json, pydantic and botocore that the body meets later."""
+
 
 async def json_object(request: Request) -> dict[str, Any]:
     raw = await request.body()
@@ -25,11 +29,34 @@ async def json_object(request: Request) -> dict[str, Any]:
         raise bad_request("The request body is empty: send a JSON object.")
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise bad_request("We could not parse the JSON body of your request: it is not valid JSON.") from None
     if not isinstance(data, dict):
         raise bad_request("The request body must be a JSON object.")
+    _check_keepable(data)
     return data
+
+
+def _check_keepable(data: Any) -> None:
+    """A 400 for what `json.loads` accepts but nothing after it can handle: nesting deeper
+    than MAX_JSON_DEPTH, and unpaired UTF-16 surrogate escapes (`"\\ud800"`), which no
+    UTF-8 encoder (DynamoDB, our own responses) can write."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise bad_request(
+                    "The request body contains an unpaired surrogate escape (\\ud800-\\udfff); "
+                    "strings must be valid Unicode."
+                ) from None
+        elif isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise bad_request(f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.")
+            items = [*value, *value.values()] if isinstance(value, dict) else value
+            stack.extend((item, depth + 1) for item in items)
 
 
 def parse(model: type[Model], data: dict[str, Any]) -> Model:

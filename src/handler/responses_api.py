@@ -19,6 +19,7 @@ from core.responses.wire import CreateResponseRequest, parse_create_request
 from core.sessions import SESSION_HEADER
 from core.sse import KEEPALIVE_SECONDS
 from handler.deps import principal_of, responses_service
+from handler.disconnect import unless_client_leaves
 from handler.parsing import json_body, json_object
 
 router = APIRouter()
@@ -37,7 +38,11 @@ async def create_response(request: Request) -> Response:
     headers = {SESSION_HEADER: prepared.session_id} if prepared.session_id else {}
     try:
         if body.stream:
-            frames = await open_response_stream(service.stream(prepared), prepared, _keepalive_seconds(request))
+            frames = await unless_client_leaves(
+                request, open_response_stream(service.stream(prepared), prepared, _keepalive_seconds(request))
+            )
+            if isinstance(frames, Response):
+                return frames  # the client left before the model's first event
             return StreamingResponse(
                 frames,
                 media_type="text/event-stream",

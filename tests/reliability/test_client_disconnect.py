@@ -148,12 +148,6 @@ def test_a_client_that_leaves_while_the_model_is_silent_cancels_it_at_once(
     assert_retry_starts_clean(server, upstream, store, "s-quiet-gone", before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Bug: handler/app.py awaits the model's first event (open_chat_stream) without watching for "
-    "http.disconnect, so a streamed request whose client leaves before the first token keeps the model "
-    "call running until the model answers or times out (OPENAI_TIMEOUT_SECONDS, 600 s by default).",
-)
 def test_a_client_that_leaves_before_the_first_token_cancels_the_model_call(
     server: LiveServer, upstream: FakeUpstream, store: DynamoDBSessionStore
 ) -> None:

@@ -205,11 +205,6 @@ async def test_a_read_that_recovers_within_the_retries_sees_the_whole_history(
     assert read_fallbacks(capsys.readouterr().out) == [0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Bug: core/chat.py logs 'session store unreadable' and 'could not store a turn' with the session id "
-    "only in `extra`, which the Lambda text log format ('%(message)s') drops: the lines do not name the session.",
-)
 async def test_the_store_failure_log_lines_name_the_session_in_their_text(
     api: httpx.AsyncClient, faults: DynamoDBFaults, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -353,12 +348,6 @@ async def test_a_large_new_session_whose_commit_fails_leaves_only_invisible_part
     assert (await api.post("/v1/chat/completions", json={"model": "echo", "messages": conversation})).status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Bug: when DynamoDB applied the commit but its answer was lost and the retries then failed, "
-    "the client gets a 503 saying nothing was stored although the turn was stored; its retry duplicates "
-    "the turn (core/store/dynamodb.py does not check whether an ambiguous commit landed).",
-)
 async def test_a_commit_whose_answer_was_lost_is_never_reported_as_not_stored(
     api: httpx.AsyncClient, faults: DynamoDBFaults, clean_store: DynamoDBSessionStore
 ) -> None:

@@ -288,3 +288,14 @@ async def test_models_and_health(api: httpx.AsyncClient) -> None:
     assert [m["id"] for m in models.json()["data"]] == ["echo"]
     for path in ("/health", "/v1/health"):
         assert (await api.get(path)).json() == {"status": "ok"}
+
+
+async def test_a_system_prompt_too_big_to_keep_is_a_413_before_the_model_runs(
+    api: httpx.AsyncClient, model: RecordingEcho, moto_table: tuple[Any, str]
+) -> None:
+    huge = [{"role": "system", "content": "s" * (300 * 1024)}, {"role": "system", "content": "t" * (300 * 1024)}]
+    response = await chat(api, [*huge, user("hi")], session="s-huge-system")
+    assert_error(response, 413, "request_too_large")
+    assert model.requests == []
+    client, name = moto_table
+    assert table_items(client, name) == []

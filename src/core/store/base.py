@@ -107,7 +107,9 @@ class InvalidCursor(ValueError):
 
 
 class SessionStore(Protocol):
-    def check_turn(self, messages: list[dict[str, Any]], *, fresh_session: bool) -> None:
+    def check_turn(
+        self, messages: list[dict[str, Any]], *, fresh_session: bool, system: list[dict[str, Any]] | None = None
+    ) -> None:
         """Raise `TurnTooLarge` if these messages could not be stored; reads nothing."""
         ...
 

@@ -25,10 +25,13 @@ Items, keyed by `pk` (partition) and `sk` (sort):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import re
 import time
+import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -60,8 +63,13 @@ MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
 MAX_TURN_MESSAGES = MAX_TRANSACTION_ITEMS - 2
 """A continued turn is one transaction: the head, its input and the reply."""
 MAX_APPEND_ATTEMPTS = 40
-_MESSAGE_OVERHEAD_BYTES = 200
-"""Bytes of a message item besides its JSON: names, keys, numbers (generously)."""
+"""How often a session deletion goes round when turns keep arriving."""
+APPEND_DEADLINE_SECONDS = 10.0
+"""How long a turn keeps retrying after concurrent turns won the race."""
+MESSAGE_OVERHEAD_BYTES = 400
+"""Bytes of a message item besides its JSON, at most: attribute names, the key (a
+128-character session id and an owner make a pk of about 170 bytes), the numbers
+and the commit token."""
 
 
 def session_pk(key: SessionKey) -> str:
@@ -81,7 +89,7 @@ def _n(value: float) -> dict[str, str]:
 
 
 def _message_bytes(message: dict[str, Any]) -> int:
-    return len(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()) + _MESSAGE_OVERHEAD_BYTES
+    return len(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()) + MESSAGE_OVERHEAD_BYTES
 
 
 def _parse_head(item: dict[str, Any]) -> Head:
@@ -127,6 +135,7 @@ class DynamoDBSessionStore:
         self.ttl_seconds = ttl_days * 86400
         self._client = client
         self.clock = clock
+        self._append_locks: weakref.WeakValueDictionary[SessionKey, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @property
     def client(self) -> Any:
@@ -138,7 +147,13 @@ class DynamoDBSessionStore:
 
     # -- limits --------------------------------------------------------------------
 
-    def check_turn(self, messages: list[dict[str, Any]], *, fresh_session: bool) -> None:
+    def check_turn(
+        self, messages: list[dict[str, Any]], *, fresh_session: bool, system: list[dict[str, Any]] | None = None
+    ) -> None:
+        if system and _message_bytes({"system": system}) > MAX_ITEM_BYTES:
+            raise TurnTooLarge(
+                f"The system prompt is too large to keep with a session (the limit is {MAX_ITEM_BYTES:,} bytes)."
+            )
         for message in messages:
             size = _message_bytes(message)
             if size > MAX_ITEM_BYTES:
@@ -197,7 +212,7 @@ class DynamoDBSessionStore:
     async def append(
         self, key: SessionKey, turn: NewTurn, expected: SessionState | None, *, fresh_session: bool = False
     ) -> AppendResult:
-        self.check_turn(turn.messages, fresh_session=fresh_session)
+        self.check_turn(turn.messages, fresh_session=fresh_session, system=turn.system)
         if fresh_session:
             # Nobody else knows this id yet: parts that do not fit one transaction can
             # go first, invisible until the head commits them.
@@ -206,19 +221,28 @@ class DynamoDBSessionStore:
             head = await anyio.to_thread.run_sync(self._get_head, key)
         else:
             head = expected.head
-        conflicts = 0
-        for _attempt in range(MAX_APPEND_ATTEMPTS):
-            try:
-                first_seq = await anyio.to_thread.run_sync(self._write_turn, key, turn, head, fresh_session)
-                return AppendResult(first_seq=first_seq, conflicts=conflicts)
-            except _Conflict as conflict:
-                conflicts += 1
-                if conflict.current is not None:
-                    head = _parse_head(conflict.current)
-                else:
-                    head = await anyio.to_thread.run_sync(self._get_head, key)
-                await anyio.sleep(random.uniform(0, min(0.05, 0.002 * conflicts)))  # noqa: S311
-        raise StoreUnavailable(f"gave up appending after {MAX_APPEND_ATTEMPTS} concurrent conflicts")
+        # Turns on one session from this process queue here instead of racing each
+        # other in DynamoDB; across processes (Lambda), conflicts are retried with a
+        # growing, jittered backoff until a deadline.
+        lock = self._append_locks.get(key)
+        if lock is None:
+            lock = self._append_locks[key] = asyncio.Lock()
+        async with lock:
+            conflicts = 0
+            deadline = time.monotonic() + APPEND_DEADLINE_SECONDS
+            while True:
+                try:
+                    first_seq = await anyio.to_thread.run_sync(self._write_turn, key, turn, head, fresh_session)
+                    return AppendResult(first_seq=first_seq, conflicts=conflicts)
+                except _Conflict as conflict:
+                    conflicts += 1
+                    if time.monotonic() >= deadline:
+                        raise StoreUnavailable(f"gave up appending after {conflicts} concurrent conflicts") from None
+                    if conflict.current is not None:
+                        head = _parse_head(conflict.current)
+                    else:
+                        head = await anyio.to_thread.run_sync(self._get_head, key)
+                    await anyio.sleep(random.uniform(0, min(0.1, 0.002 * 2 ** min(conflicts, 6))))  # noqa: S311
 
     def _write_turn(self, key: SessionKey, turn: NewTurn, head: Head | None, fresh_session: bool) -> int:
         now = self.clock()
@@ -232,8 +256,14 @@ class DynamoDBSessionStore:
             expires = int(now) + self.ttl_seconds if self.ttl_seconds else None
             system, title = turn.system, turn.title
 
+        commit = uuid.uuid4().hex  # marks this attempt's items: see _landed
         message_puts = [
-            {"Put": {"TableName": self.table_name, "Item": self._message_item(pk, start + i, message, now, expires)}}
+            {
+                "Put": {
+                    "TableName": self.table_name,
+                    "Item": self._message_item(pk, start + i, message, now, expires, commit),
+                }
+            }
             for i, message in enumerate(turn.messages)
         ]
         head_put: dict[str, Any] = {
@@ -264,8 +294,31 @@ class DynamoDBSessionStore:
             raise TurnTooLarge("This turn is too large to append to a session in one step.")
         for batch in batches[:-1]:
             self._transact(batch)
-        self._transact([head_put, *batches[-1]])
+        try:
+            self._transact([head_put, *batches[-1]])
+        except StoreUnavailable:
+            # The commit may have been applied with its answer lost after botocore's
+            # retries: then it must not be reported (and retried by the client) as unstored.
+            if self._landed(pk, start + len(turn.messages) - 1, commit):
+                return start
+            raise
         return start
+
+    def _landed(self, pk: str, last_seq: int, commit: str) -> bool:
+        """Whether this attempt's last message is stored: the transaction is atomic, so
+        then all of it is, head included."""
+        try:
+            with _store_errors():
+                reply = self.client.get_item(
+                    TableName=self.table_name,
+                    Key={"pk": _s(pk), "sk": _s(message_sk(last_seq))},
+                    ConsistentRead=True,
+                    ProjectionExpression="#commit",
+                    ExpressionAttributeNames={"#commit": "commit"},
+                )
+        except StoreUnavailable:
+            return False
+        return bool(reply.get("Item", {}).get("commit", {}).get("S") == commit)
 
     def _transact(self, items: list[dict[str, Any]]) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -466,13 +519,16 @@ class DynamoDBSessionStore:
         return item
 
     @staticmethod
-    def _message_item(pk: str, seq: int, message: dict[str, Any], now: float, expires_at: int | None) -> dict[str, Any]:
+    def _message_item(
+        pk: str, seq: int, message: dict[str, Any], now: float, expires_at: int | None, commit: str
+    ) -> dict[str, Any]:
         item: dict[str, Any] = {
             "pk": _s(pk),
             "sk": _s(message_sk(seq)),
             "seq": _n(seq),
             "msg": _s(json.dumps(message, ensure_ascii=False, separators=(",", ":"))),
             "created_at": _n(round(now, 3)),
+            "commit": _s(commit),
         }
         if expires_at is not None:
             item["expires_at"] = _n(expires_at)
