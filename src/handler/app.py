@@ -6,30 +6,27 @@ module turns HTTP into calls on the service and the service's answers into HTTP.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import telemetry
 from core.chat import ChatService
 from core.errors import ApiError, unavailable, validation_error
-from core.idempotency import HEADER as IDEMPOTENCY_HEADER
-from core.idempotency import validate_key as validate_idempotency_key
 from core.sessions import SESSION_HEADER
 from core.settings import Settings, get_settings
 from core.sse import KEEPALIVE_SECONDS, open_chat_stream
 from core.store.base import StoreUnavailable
 from core.wire import ChatCompletionRequest, models_body
+from handler import answers
 from handler.auth import AuthMiddleware, KeyRing, check_startup
 from handler.cors import CorsMiddleware
-from handler.deps import chat_service, idempotency_guard, principal_of
-from handler.disconnect import unless_client_leaves
+from handler.deps import chat_service, principal_of
 from handler.middleware import BodyLimitMiddleware, ErrorShieldMiddleware
 from handler.observability import TelemetryMiddleware
 from handler.page import router as page_router
@@ -97,46 +94,19 @@ def create_app(
         chat = chat_service(request)
         owner = principal_of(request)
         session_header = request.headers.get(SESSION_HEADER)
-        idempotency_key = request.headers.get(IDEMPOTENCY_HEADER)
 
-        async def answer() -> dict[str, Any]:
+        async def answer() -> answers.Answer:
             turn = await chat.prepare(chat_request, session_header=session_header, owner=owner)
             try:
-                completion = await chat.complete(turn)
+                return turn.session_id, await chat.complete(turn)
             except ApiError as error:
-                error.headers = {SESSION_HEADER: turn.session_id}  # type: ignore[attr-defined]
-                raise
-            # Kept as text so that a replayed answer is the same bytes as the first.
-            return {"session_id": turn.session_id, "body": json.dumps(completion, ensure_ascii=False)}
+                raise answers.with_session_header(error, turn.session_id) from None
 
         if not chat_request.stream:
-            if idempotency_key is None:
-                result = await answer()
-            else:
-                result = await idempotency_guard(request).run(
-                    principal=owner,
-                    route=request.url.path,
-                    key=validate_idempotency_key(idempotency_key),
-                    request={"body": body, "session": session_header},
-                    produce=answer,
-                )
-            return Response(
-                result["body"], media_type="application/json", headers={SESSION_HEADER: result["session_id"]}
-            )
-
+            return await answers.buffered(request, owner=owner, body=body, answer=answer)
         turn = await chat.prepare(chat_request, session_header=session_header, owner=owner)
-        headers = {SESSION_HEADER: turn.session_id}
-        try:
-            frames = await unless_client_leaves(request, open_chat_stream(chat.stream(turn), keepalive_seconds))
-        except ApiError as error:
-            error.headers = headers  # type: ignore[attr-defined]
-            raise
-        if isinstance(frames, Response):
-            return frames  # the client left before the model's first event
-        return StreamingResponse(
-            frames,
-            media_type="text/event-stream",
-            headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        return await answers.streamed(
+            request, session_id=turn.session_id, opening=open_chat_stream(chat.stream(turn), keepalive_seconds)
         )
 
     @app.get("/v1/models")

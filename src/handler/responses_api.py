@@ -11,15 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from core.errors import ApiError
 from core.responses.sse import open_response_stream
 from core.responses.wire import CreateResponseRequest, parse_create_request
 from core.sessions import SESSION_HEADER
 from core.sse import KEEPALIVE_SECONDS
+from handler import answers
 from handler.deps import principal_of, responses_service
-from handler.disconnect import unless_client_leaves
 from handler.parsing import json_body, json_object
 
 router = APIRouter()
@@ -32,26 +32,22 @@ def _keepalive_seconds(request: Request) -> float:
 @router.post("/v1/responses", response_model=None, openapi_extra=json_body(CreateResponseRequest))
 async def create_response(request: Request) -> Response:
     owner = principal_of(request)
-    body = parse_create_request(await json_object(request))
+    raw = await json_object(request)
+    body = parse_create_request(raw)
     service = responses_service(request)
+
+    async def answer() -> answers.Answer:
+        prepared = await service.prepare(body, owner=owner)
+        try:
+            return prepared.session_id, await service.complete(prepared)
+        except ApiError as error:
+            raise answers.with_session_header(error, prepared.session_id) from None
+
+    if not body.stream:
+        return await answers.buffered(request, owner=owner, body=raw, answer=answer)
     prepared = await service.prepare(body, owner=owner)
-    headers = {SESSION_HEADER: prepared.session_id} if prepared.session_id else {}
-    try:
-        if body.stream:
-            frames = await unless_client_leaves(
-                request, open_response_stream(service.stream(prepared), prepared, _keepalive_seconds(request))
-            )
-            if isinstance(frames, Response):
-                return frames  # the client left before the model's first event
-            return StreamingResponse(
-                frames,
-                media_type="text/event-stream",
-                headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
-        return JSONResponse(await service.complete(prepared), headers=headers)
-    except ApiError as error:
-        error.headers = headers  # type: ignore[attr-defined]
-        raise
+    opening = open_response_stream(service.stream(prepared), prepared, _keepalive_seconds(request))
+    return await answers.streamed(request, session_id=prepared.session_id, opening=opening)
 
 
 @router.get("/v1/responses/{response_id}")

@@ -142,3 +142,22 @@ async def test_malformed_keys_are_400s(api: tuple[httpx.AsyncClient, DynamoDBSes
     http, _ = api
     response = await http.post("/v1/chat/completions", **request("x", key))
     assert response.status_code == 400
+
+
+async def test_a_retried_response_is_the_same_response_stored_once(
+    api: tuple[httpx.AsyncClient, DynamoDBSessionStore], local_table: tuple[Any, str]
+) -> None:
+    http, _ = api
+    headers = {"Authorization": "Bearer alice", "Idempotency-Key": "resp-key"}
+    body = {"model": "echo", "input": "hello responses"}
+    first = await http.post("/v1/responses", json=body, headers=headers)
+    again = await http.post("/v1/responses", json=body, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert first.content == again.content
+    assert first.headers[HEADER] == again.headers[HEADER]
+    validate(first.json(), "Response")
+    client, name = local_table
+    stored = [item for item in table_items(client, name) if item["pk"]["S"].startswith("RESPONSE#")]
+    assert len(stored) == 1
+    other = await http.post("/v1/responses", json={**body, "input": "something else"}, headers=headers)
+    assert other.status_code == 422
