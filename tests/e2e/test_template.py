@@ -51,6 +51,7 @@ SCENARIOS: dict[str, dict[str, str]] = {
         "UpstreamApiKeySecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:threadline/upstream-AbCdEf",
     },
     "echo": {"ModelProvider": "echo"},
+    "echo with tracing": {"ModelProvider": "echo", "Tracing": "on"},
 }
 
 
@@ -220,6 +221,13 @@ def test_no_iam_statement_is_wider_than_it_must_be(cfn: dict[str, Any], scenario
         for action in _as_list(statement["Action"]):
             assert "*" not in action, statement
         for resource in _as_list(statement["Resource"]):
+            if statement["Sid"] == "XRayTraces":
+                # X-Ray's trace actions have no resource-level permissions: "*" is their only ARN.
+                assert resource == "*" and set(statement["Action"]) == {
+                    "xray:PutTraceSegments",
+                    "xray:PutTelemetryRecords",
+                }
+                continue
             assert resource != "*", statement
             if isinstance(resource, str) and "*" in resource:
                 # The one wildcard: the Regions a cross-Region inference profile routes to,
@@ -267,6 +275,8 @@ def test_no_iam_statement_is_wider_than_it_must_be(cfn: dict[str, Any], scenario
         assert bedrock == set()
     for sid in bedrock:
         assert set(by_sid[sid]["Action"]) == {"bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"}
+
+    assert ("XRayTraces" in by_sid) == (scenario == "echo with tracing")
 
     if scenario == "openai":
         assert by_sid["UpstreamApiKey"]["Resource"] == SCENARIOS["openai"]["UpstreamApiKeySecretArn"]
@@ -435,3 +445,12 @@ def test_parameters_and_outputs(cfn: dict[str, Any]) -> None:
     assert outputs["ChatPageUrl"]["Value"]["Fn::Sub"].endswith("/prod/")
     assert outputs["ApiKeysSecretArn"]["Value"] == {"Ref": "ApiKeysSecret"}
     assert outputs["SessionsTableName"]["Value"] == {"Ref": "SessionsTable"}
+
+
+@pytest.mark.parametrize(("tracing", "mode", "stage"), [("off", "PassThrough", False), ("on", "Active", True)])
+def test_xray_tracing_is_a_template_option(cfn: dict[str, Any], tracing: str, mode: str, stage: bool) -> None:
+    resolver = Resolver(cfn, {"ModelProvider": "echo", "Tracing": tracing})
+    function = resolver.resolve(cfn["Resources"]["ThreadlineFunction"]["Properties"])
+    assert function["TracingConfig"] == {"Mode": mode}
+    stages = [resolver.resolve(r["Properties"]) for r in resources_of(cfn, "AWS::ApiGateway::Stage").values()]
+    assert [s["TracingEnabled"] for s in stages] == [stage]
