@@ -789,3 +789,24 @@ def test_importing_the_module_does_not_import_boto3() -> None:
         check=True,
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_history_with_tool_calls_still_declares_its_tools_when_the_request_has_none() -> None:
+    from core.providers.bedrock import to_converse_request
+
+    history = [
+        {"role": "user", "content": "weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        {"role": "user", "content": "thanks, and tomorrow?"},
+    ]
+    without_tools = to_converse_request(ModelRequest(model="m", messages=history))
+    assert without_tools["toolConfig"] == {
+        "tools": [{"toolSpec": {"name": "get_weather", "inputSchema": {"json": {"type": "object"}}}}]
+    }
+    plain = to_converse_request(ModelRequest(model="m", messages=[{"role": "user", "content": "hi"}]))
+    assert "toolConfig" not in plain

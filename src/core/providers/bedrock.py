@@ -128,10 +128,24 @@ def to_converse_request(request: ModelRequest) -> dict[str, Any]:
     inference = _inference_config(request.options)
     if inference:
         kwargs["inferenceConfig"] = inference
-    tool_config = _tool_config(request.options)
+    tool_config = _tool_config(request.options) or _history_tool_config(messages)
     if tool_config:
         kwargs["toolConfig"] = tool_config
     return kwargs
+
+
+def _history_tool_config(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Converse rejects toolUse/toolResult blocks without a toolConfig. When a request
+    brings none (no `tools`, or `tool_choice: "none"`) but its history has tool calls,
+    declare the tools the history used, with an open schema, so it can still be sent."""
+    names = sorted(
+        {block["toolUse"]["name"] for message in messages for block in message["content"] if "toolUse" in block}
+    )
+    has_results = any("toolResult" in block for message in messages for block in message["content"])
+    if not names and not has_results:
+        return None
+    names = names or ["tool"]
+    return {"tools": [{"toolSpec": {"name": name, "inputSchema": {"json": {"type": "object"}}}} for name in names]}
 
 
 def _content_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
