@@ -109,12 +109,12 @@ def create_app(
             request, session_id=turn.session_id, opening=open_chat_stream(chat.stream(turn), keepalive_seconds)
         )
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", response_model=None)
     async def list_models(request: Request) -> dict[str, Any]:
         return models_body(chat_service(request).model_ids(), owned_by="threadline", created=started)
 
-    @app.get("/health")
-    @app.get("/v1/health")
+    @app.get("/health", response_model=None)
+    @app.get("/v1/health", response_model=None)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
 from core.errors import not_found
+from handler.parsing import path_param
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _TYPES = {
@@ -55,13 +56,14 @@ HEADERS = {
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/")
+@router.get("/", response_model=None)
 async def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", media_type=_TYPES[".html"], headers=HEADERS)
 
 
-@router.get("/static/{name}")
-async def asset(name: str) -> FileResponse:
+@router.get("/static/{name}", response_model=None)
+async def asset(request: Request) -> FileResponse:
+    name = path_param(request, "name")
     path = (STATIC_DIR / name).resolve()
     if path.parent != STATIC_DIR or not path.is_file() or path.suffix not in _TYPES:
         raise not_found(f"Invalid URL (GET /static/{name[:100]})")

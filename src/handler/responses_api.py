@@ -20,7 +20,7 @@ from core.sessions import SESSION_HEADER
 from core.sse import KEEPALIVE_SECONDS
 from handler import answers
 from handler.deps import principal_of, responses_service
-from handler.parsing import json_body, json_object
+from handler.parsing import json_body, json_object, path_param
 
 router = APIRouter()
 
@@ -50,12 +50,14 @@ async def create_response(request: Request) -> Response:
     return await answers.streamed(request, session_id=prepared.session_id, opening=opening)
 
 
-@router.get("/v1/responses/{response_id}")
-async def retrieve_response(request: Request, response_id: str) -> JSONResponse:
+@router.get("/v1/responses/{response_id}", response_model=None)
+async def retrieve_response(request: Request) -> JSONResponse:
+    response_id = path_param(request, "response_id")
     stored = await responses_service(request).retrieve(principal_of(request), response_id)
     return JSONResponse(stored.body, headers={SESSION_HEADER: stored.session_id})
 
 
-@router.delete("/v1/responses/{response_id}")
-async def delete_response(request: Request, response_id: str) -> dict[str, Any]:
+@router.delete("/v1/responses/{response_id}", response_model=None)
+async def delete_response(request: Request) -> dict[str, Any]:
+    response_id = path_param(request, "response_id")
     return await responses_service(request).delete(principal_of(request), response_id)

@@ -14,6 +14,7 @@ from core.errors import bad_request, not_found
 from core.sessions import validate_session_id
 from core.store.base import InvalidCursor, SessionKey
 from handler.deps import chat_service, principal_of
+from handler.parsing import path_param
 
 router = APIRouter()
 
@@ -47,7 +48,7 @@ def _bad_cursor() -> Exception:
     return bad_request("The 'after' cursor is not one this API returned.", param="after", code="invalid_value")
 
 
-@router.get("/v1/sessions")
+@router.get("/v1/sessions", response_model=None)
 async def list_sessions(request: Request) -> dict[str, Any]:
     store = chat_service(request).store
     try:
@@ -74,8 +75,9 @@ async def list_sessions(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/sessions/{session_id}/messages")
-async def list_messages(request: Request, session_id: str) -> dict[str, Any]:
+@router.get("/v1/sessions/{session_id}/messages", response_model=None)
+async def list_messages(request: Request) -> dict[str, Any]:
+    session_id = path_param(request, "session_id")
     store = chat_service(request).store
     try:
         page = await store.list_messages(
@@ -98,8 +100,9 @@ async def list_messages(request: Request, session_id: str) -> dict[str, Any]:
     }
 
 
-@router.delete("/v1/sessions/{session_id}")
-async def delete_session(request: Request, session_id: str) -> dict[str, Any]:
+@router.delete("/v1/sessions/{session_id}", response_model=None)
+async def delete_session(request: Request) -> dict[str, Any]:
+    session_id = path_param(request, "session_id")
     if not await chat_service(request).store.delete_session(_session_key(request, session_id)):
         raise _missing(session_id)
     return {"id": session_id, "object": "session.deleted", "deleted": True}
