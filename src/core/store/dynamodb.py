@@ -80,11 +80,11 @@ def message_sk(seq: int) -> str:
     return f"{MESSAGE_PREFIX}{seq:012d}"
 
 
-def _s(value: str) -> dict[str, str]:
+def string_attr(value: str) -> dict[str, str]:
     return {"S": value}
 
 
-def _n(value: float) -> dict[str, str]:
+def number_attr(value: float) -> dict[str, str]:
     return {"N": repr(value) if isinstance(value, float) else str(value)}
 
 
@@ -92,7 +92,7 @@ def _message_bytes(message: dict[str, Any]) -> int:
     return len(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()) + MESSAGE_OVERHEAD_BYTES
 
 
-def _parse_head(item: dict[str, Any]) -> Head:
+def parse_head(item: dict[str, Any]) -> Head:
     return Head(
         next_seq=int(item["next_seq"]["N"]),
         base_seq=int(item.get("base_seq", {"N": "0"})["N"]),
@@ -115,7 +115,7 @@ def _condition_failed(error: BaseException | None) -> bool:
     )
 
 
-def _is_expired(item: dict[str, Any], now: float) -> bool:
+def is_expired(item: dict[str, Any], now: float) -> bool:
     return "expires_at" in item and int(item["expires_at"]["N"]) <= now
 
 
@@ -177,7 +177,7 @@ class DynamoDBSessionStore:
         now = self.clock()
         if not items or items[0]["sk"]["S"] != HEAD_SK:
             return SessionState()
-        head = _parse_head(items[0])
+        head = parse_head(items[0])
         if not head.live(now):
             return SessionState(head=head)
         newest_first: list[dict[str, Any]] = []
@@ -185,7 +185,7 @@ class DynamoDBSessionStore:
             seq = int(item["seq"]["N"])
             if seq < head.base_seq:
                 break  # an earlier, expired life of this id
-            if seq >= head.next_seq or _is_expired(item, now):
+            if seq >= head.next_seq or is_expired(item, now):
                 continue  # never committed, or already past its lifetime
             newest_first.append(json.loads(item["msg"]["S"]))
         messages = newest_first[:window][::-1]
@@ -198,14 +198,14 @@ class DynamoDBSessionStore:
         )
 
     def _get_head(self, key: SessionKey) -> Head | None:
-        with _store_errors():
+        with store_errors():
             reply = self.client.get_item(
                 TableName=self.table_name,
-                Key={"pk": _s(session_pk(key)), "sk": _s(HEAD_SK)},
+                Key={"pk": string_attr(session_pk(key)), "sk": string_attr(HEAD_SK)},
                 ConsistentRead=True,
             )
         item = reply.get("Item")
-        return _parse_head(item) if item else None
+        return parse_head(item) if item else None
 
     # -- write ---------------------------------------------------------------------
 
@@ -239,7 +239,7 @@ class DynamoDBSessionStore:
                     if time.monotonic() >= deadline:
                         raise StoreUnavailable(f"gave up appending after {conflicts} concurrent conflicts") from None
                     if conflict.current is not None:
-                        head = _parse_head(conflict.current)
+                        head = parse_head(conflict.current)
                     else:
                         head = await anyio.to_thread.run_sync(self._get_head, key)
                     await anyio.sleep(random.uniform(0, min(0.1, 0.002 * 2 ** min(conflicts, 6))))  # noqa: S311
@@ -287,7 +287,7 @@ class DynamoDBSessionStore:
             head_put["Put"]["ConditionExpression"] = "attribute_not_exists(pk)"
         else:
             head_put["Put"]["ConditionExpression"] = "next_seq = :expected"
-            head_put["Put"]["ExpressionAttributeValues"] = {":expected": _n(head.next_seq)}
+            head_put["Put"]["ExpressionAttributeValues"] = {":expected": number_attr(head.next_seq)}
 
         batches = list(_transaction_batches(message_puts, reserve_items=1, reserve_bytes=_item_bytes(head_put)))
         if len(batches) > 1 and not fresh_session:
@@ -308,10 +308,10 @@ class DynamoDBSessionStore:
         """Whether this attempt's last message is stored: the transaction is atomic, so
         then all of it is, head included."""
         try:
-            with _store_errors():
+            with store_errors():
                 reply = self.client.get_item(
                     TableName=self.table_name,
-                    Key={"pk": _s(pk), "sk": _s(message_sk(last_seq))},
+                    Key={"pk": string_attr(pk), "sk": string_attr(message_sk(last_seq))},
                     ConsistentRead=True,
                     ProjectionExpression="#commit",
                     ExpressionAttributeNames={"#commit": "commit"},
@@ -346,12 +346,12 @@ class DynamoDBSessionStore:
         """One Query on the owner index, newest activity first; never a Scan. The cursor
         is the last index sort key returned, so a client can only page its own index."""
         condition = "gsi1pk = :owner"
-        values: dict[str, Any] = {":owner": _s(f"OWNER#{owner}")}
+        values: dict[str, Any] = {":owner": string_attr(f"OWNER#{owner}")}
         if after is not None:
             if not _INDEX_CURSOR.fullmatch(after):
                 raise InvalidCursor(after)
             condition += " AND gsi1sk < :after"
-            values[":after"] = _s(after)
+            values[":after"] = string_attr(after)
         now = self.clock()
         summaries: list[SessionSummary] = []
         request: dict[str, Any] = {
@@ -363,14 +363,14 @@ class DynamoDBSessionStore:
             "Limit": limit,
         }
         last_sort_key: str | None = None
-        with _store_errors():
+        with store_errors():
             while True:
                 page = self.client.query(**request)
                 for item in page.get("Items", []):
                     last_sort_key = item["gsi1sk"]["S"]
-                    if _is_expired(item, now):
+                    if is_expired(item, now):
                         continue
-                    head = _parse_head(item)
+                    head = parse_head(item)
                     summaries.append(
                         SessionSummary(
                             session_id=item["session_id"]["S"],
@@ -405,15 +405,15 @@ class DynamoDBSessionStore:
             "TableName": self.table_name,
             "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
             "ExpressionAttributeValues": {
-                ":pk": _s(session_pk(key)),
-                ":first": _s(message_sk(first)),
-                ":last": _s(message_sk(last)),
+                ":pk": string_attr(session_pk(key)),
+                ":first": string_attr(message_sk(first)),
+                ":last": string_attr(message_sk(last)),
             },
             "ConsistentRead": True,
             "Limit": limit,
         }
         messages: list[StoredMessage] = []
-        with _store_errors():
+        with store_errors():
             while len(messages) < limit:
                 page = self.client.query(**request)
                 messages.extend(
@@ -444,12 +444,12 @@ class DynamoDBSessionStore:
         for _attempt in range(MAX_APPEND_ATTEMPTS):
             self._delete_messages(pk)
             try:
-                with _store_errors():
+                with store_errors():
                     self.client.delete_item(
                         TableName=self.table_name,
-                        Key={"pk": _s(pk), "sk": _s(HEAD_SK)},
+                        Key={"pk": string_attr(pk), "sk": string_attr(HEAD_SK)},
                         ConditionExpression="attribute_not_exists(pk) OR next_seq = :seen",
-                        ExpressionAttributeValues={":seen": _n(head.next_seq)},
+                        ExpressionAttributeValues={":seen": number_attr(head.next_seq)},
                     )
                 return True
             except StoreUnavailable as error:
@@ -462,11 +462,11 @@ class DynamoDBSessionStore:
         request: dict[str, Any] = {
             "TableName": self.table_name,
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": {":pk": _s(pk), ":prefix": _s(MESSAGE_PREFIX)},
+            "ExpressionAttributeValues": {":pk": string_attr(pk), ":prefix": string_attr(MESSAGE_PREFIX)},
             "ProjectionExpression": "pk, sk",
             "ConsistentRead": True,
         }
-        with _store_errors():
+        with store_errors():
             while True:
                 page = self.client.query(**request)
                 keys = [{"pk": item["pk"], "sk": item["sk"]} for item in page.get("Items", [])]
@@ -500,22 +500,22 @@ class DynamoDBSessionStore:
         title: str,
     ) -> dict[str, Any]:
         item: dict[str, Any] = {
-            "pk": _s(pk),
-            "sk": _s(HEAD_SK),
-            "owner": _s(key.owner),
-            "session_id": _s(key.session_id),
-            "next_seq": _n(next_seq),
-            "base_seq": _n(base_seq),
-            "created_at": _n(round(created_at, 3)),
-            "updated_at": _n(round(updated_at, 3)),
-            "title": _s(title),
-            "gsi1pk": _s(f"OWNER#{key.owner}"),
-            "gsi1sk": _s(f"{int(updated_at * 1000):015d}#{key.session_id}"),
+            "pk": string_attr(pk),
+            "sk": string_attr(HEAD_SK),
+            "owner": string_attr(key.owner),
+            "session_id": string_attr(key.session_id),
+            "next_seq": number_attr(next_seq),
+            "base_seq": number_attr(base_seq),
+            "created_at": number_attr(round(created_at, 3)),
+            "updated_at": number_attr(round(updated_at, 3)),
+            "title": string_attr(title),
+            "gsi1pk": string_attr(f"OWNER#{key.owner}"),
+            "gsi1sk": string_attr(f"{int(updated_at * 1000):015d}#{key.session_id}"),
         }
         if system:
-            item["system"] = _s(json.dumps(system, ensure_ascii=False, separators=(",", ":")))
+            item["system"] = string_attr(json.dumps(system, ensure_ascii=False, separators=(",", ":")))
         if expires_at is not None:
-            item["expires_at"] = _n(expires_at)
+            item["expires_at"] = number_attr(expires_at)
         return item
 
     @staticmethod
@@ -523,15 +523,15 @@ class DynamoDBSessionStore:
         pk: str, seq: int, message: dict[str, Any], now: float, expires_at: int | None, commit: str
     ) -> dict[str, Any]:
         item: dict[str, Any] = {
-            "pk": _s(pk),
-            "sk": _s(message_sk(seq)),
-            "seq": _n(seq),
-            "msg": _s(json.dumps(message, ensure_ascii=False, separators=(",", ":"))),
-            "created_at": _n(round(now, 3)),
-            "commit": _s(commit),
+            "pk": string_attr(pk),
+            "sk": string_attr(message_sk(seq)),
+            "seq": number_attr(seq),
+            "msg": string_attr(json.dumps(message, ensure_ascii=False, separators=(",", ":"))),
+            "created_at": number_attr(round(now, 3)),
+            "commit": string_attr(commit),
         }
         if expires_at is not None:
-            item["expires_at"] = _n(expires_at)
+            item["expires_at"] = number_attr(expires_at)
         return item
 
 
@@ -541,10 +541,10 @@ def query_newest_first(
     """Up to `limit` items of one partition (optionally `between` two sort keys), newest
     first, in one strongly consistent Query that follows `LastEvaluatedKey` when the
     1 MB page cap cuts it short. Also says whether the range was read to its end."""
-    condition, values = "pk = :pk", {":pk": _s(pk)}
+    condition, values = "pk = :pk", {":pk": string_attr(pk)}
     if between is not None:
         condition += " AND sk BETWEEN :low AND :high"
-        values |= {":low": _s(between[0]), ":high": _s(between[1])}
+        values |= {":low": string_attr(between[0]), ":high": string_attr(between[1])}
     request: dict[str, Any] = {
         "TableName": table_name,
         "KeyConditionExpression": condition,
@@ -554,7 +554,7 @@ def query_newest_first(
         "Limit": limit,
     }
     items: list[dict[str, Any]] = []
-    with _store_errors():
+    with store_errors():
         while True:
             page = client.query(**request)
             items.extend(page.get("Items", []))
@@ -567,7 +567,7 @@ def query_newest_first(
 
 
 @contextmanager
-def _store_errors() -> Iterator[None]:
+def store_errors() -> Iterator[None]:
     """Turn botocore's failures (after its own retries) into `StoreUnavailable`."""
     from botocore.exceptions import BotoCoreError, ClientError
 

@@ -46,14 +46,14 @@ from core.store.dynamodb import (
     HEAD_SK,
     MAX_ITEM_BYTES,
     DynamoDBSessionStore,
-    _is_expired,
-    _n,
-    _parse_head,
-    _s,
-    _store_errors,
+    is_expired,
     message_sk,
+    number_attr,
+    parse_head,
     query_newest_first,
     session_pk,
+    store_errors,
+    string_attr,
 )
 
 RESPONSE_SK = "RESPONSE"
@@ -157,14 +157,14 @@ class DynamoDBResponseStore:
         return await anyio.to_thread.run_sync(self._get_response, owner, response_id)
 
     def _get_response(self, owner: str, response_id: str) -> StoredResponse | None:
-        with _store_errors():
+        with store_errors():
             reply = self.client.get_item(
                 TableName=self.table_name,
-                Key={"pk": _s(response_pk(owner, response_id)), "sk": _s(RESPONSE_SK)},
+                Key={"pk": string_attr(response_pk(owner, response_id)), "sk": string_attr(RESPONSE_SK)},
                 ConsistentRead=True,
             )
         item = reply.get("Item")
-        if item is None or _is_expired(item, self.now()):
+        if item is None or is_expired(item, self.now()):
             return None
         return StoredResponse(
             response_id=response_id,
@@ -180,18 +180,18 @@ class DynamoDBResponseStore:
 
     def _put_response(self, owner: str, response: StoredResponse) -> None:
         item: dict[str, Any] = {
-            "pk": _s(response_pk(owner, response.response_id)),
-            "sk": _s(RESPONSE_SK),
-            "owner": _s(owner),
-            "response_id": _s(response.response_id),
-            "session_id": _s(response.session_id),
-            "position": _n(response.position),
-            "created_at": _n(round(response.created_at, 3)),
-            "body": _s(_json(response.body)),
+            "pk": string_attr(response_pk(owner, response.response_id)),
+            "sk": string_attr(RESPONSE_SK),
+            "owner": string_attr(owner),
+            "response_id": string_attr(response.response_id),
+            "session_id": string_attr(response.session_id),
+            "position": number_attr(response.position),
+            "created_at": number_attr(round(response.created_at, 3)),
+            "body": string_attr(_json(response.body)),
         }
         if response.expires_at is not None:
-            item["expires_at"] = _n(response.expires_at)
-        with _store_errors():
+            item["expires_at"] = number_attr(response.expires_at)
+        with store_errors():
             # Response ids are random: a Put cannot overwrite anyone else's item.
             self.client.put_item(TableName=self.table_name, Item=item)
 
@@ -205,9 +205,9 @@ class DynamoDBResponseStore:
         try:
             self.client.delete_item(
                 TableName=self.table_name,
-                Key={"pk": _s(response_pk(owner, response_id)), "sk": _s(RESPONSE_SK)},
+                Key={"pk": string_attr(response_pk(owner, response_id)), "sk": string_attr(RESPONSE_SK)},
                 ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(expires_at) OR expires_at > :now)",
-                ExpressionAttributeValues={":now": _n(int(self.now()))},
+                ExpressionAttributeValues={":now": number_attr(int(self.now()))},
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
@@ -223,14 +223,14 @@ class DynamoDBResponseStore:
         return await anyio.to_thread.run_sync(self._get_conversation, owner, name)
 
     def _get_conversation(self, owner: str, name: str) -> ConversationPointer | None:
-        with _store_errors():
+        with store_errors():
             reply = self.client.get_item(
                 TableName=self.table_name,
-                Key={"pk": _s(conversation_pk(owner, name)), "sk": _s(CONVERSATION_SK)},
+                Key={"pk": string_attr(conversation_pk(owner, name)), "sk": string_attr(CONVERSATION_SK)},
                 ConsistentRead=True,
             )
         item = reply.get("Item")
-        if item is None or _is_expired(item, self.now()):
+        if item is None or is_expired(item, self.now()):
             return None
         return ConversationPointer(
             name=name,
@@ -257,26 +257,26 @@ class DynamoDBResponseStore:
 
         now = self.now()
         item: dict[str, Any] = {
-            "pk": _s(conversation_pk(owner, pointer.name)),
-            "sk": _s(CONVERSATION_SK),
-            "owner": _s(owner),
-            "conversation": _s(pointer.name),
-            "latest_response_id": _s(pointer.latest_response_id),
-            "session_id": _s(pointer.session_id),
-            "position": _n(pointer.position),
-            "updated_at": _n(round(now, 3)),
+            "pk": string_attr(conversation_pk(owner, pointer.name)),
+            "sk": string_attr(CONVERSATION_SK),
+            "owner": string_attr(owner),
+            "conversation": string_attr(pointer.name),
+            "latest_response_id": string_attr(pointer.latest_response_id),
+            "session_id": string_attr(pointer.session_id),
+            "position": number_attr(pointer.position),
+            "updated_at": number_attr(round(now, 3)),
         }
         if pointer.expires_at is not None:
-            item["expires_at"] = _n(pointer.expires_at)
+            item["expires_at"] = number_attr(pointer.expires_at)
         condition = "attribute_not_exists(pk) OR expires_at <= :now OR (session_id = :session AND #pos < :position)"
         values: dict[str, Any] = {
-            ":now": _n(int(now)),
-            ":session": _s(pointer.session_id),
-            ":position": _n(pointer.position),
+            ":now": number_attr(int(now)),
+            ":session": string_attr(pointer.session_id),
+            ":position": number_attr(pointer.position),
         }
         if replaces is not None:
             condition += " OR latest_response_id = :replaces"
-            values[":replaces"] = _s(replaces)
+            values[":replaces"] = string_attr(replaces)
         try:
             self.client.put_item(
                 TableName=self.table_name,
@@ -306,7 +306,7 @@ class DynamoDBResponseStore:
         )
         if not items or items[0]["sk"]["S"] != HEAD_SK:
             return ChainHistory(position=position, head=None, usable=False, messages=[], earlier=False)
-        head = _parse_head(items[0])
+        head = parse_head(items[0])
         now = self.now()
         if not head.live(now) or position > head.next_seq or position <= head.base_seq:
             # Deleted and re-created, expired, or from an earlier life of the id.
@@ -319,7 +319,7 @@ class DynamoDBResponseStore:
             lowest_seen = min(lowest_seen, seq)
             if seq < floor:
                 break
-            if seq < position and not _is_expired(item, now):
+            if seq < position and not is_expired(item, now):
                 newest_first.append(json.loads(item["msg"]["S"]))
         top = lowest_seen - 1
         if not exhausted and top >= floor:
@@ -328,7 +328,7 @@ class DynamoDBResponseStore:
                 self.client, self.table_name, pk, top - floor + 1, between=(message_sk(floor), message_sk(top))
             )
             for item in more:
-                if not _is_expired(item, now):
+                if not is_expired(item, now):
                     newest_first.append(json.loads(item["msg"]["S"]))
         messages = newest_first[:window][::-1]
         return ChainHistory(
