@@ -24,6 +24,7 @@ from core.providers.base import (
     TextDelta,
     ToolCallDelta,
     Usage,
+    run_to_end,
 )
 from core.sessions import (
     new_session_id,
@@ -146,7 +147,7 @@ class ChatService:
     async def complete(self, turn: PreparedTurn) -> dict[str, Any]:
         """The buffered answer: run the model to the end, append the turn, return the body."""
         reply = ReplyBuilder()
-        async for event in self.provider.stream(turn.model_request):
+        async for event in run_to_end(self.provider, turn.model_request):
             telemetry.first_token()
             reply.add(event)
         await self._commit(turn, reply.message(), reply.finish.usage)

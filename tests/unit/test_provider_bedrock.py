@@ -810,3 +810,54 @@ def test_a_history_with_tool_calls_still_declares_its_tools_when_the_request_has
     }
     plain = to_converse_request(ModelRequest(model="m", messages=[{"role": "user", "content": "hi"}]))
     assert "toolConfig" not in plain
+
+
+# ---------------------------------------------------------------------------
+# Buffered answers through Converse (Stubber can express its plain JSON output)
+
+
+async def test_a_buffered_answer_uses_converse(client: Any) -> None:
+    weather_tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    with Stubber(client) as stubber:
+        stubber.add_response(
+            "converse",
+            {
+                "output": {
+                    "message": {
+                        "role": "assistant",
+                        "content": [
+                            {"text": "Let me check."},
+                            {"toolUse": {"toolUseId": "tu-1", "name": "get_weather", "input": {"city": "Oslo"}}},
+                        ],
+                    }
+                },
+                "stopReason": "tool_use",
+                "usage": {"inputTokens": 12, "outputTokens": 7, "totalTokens": 19},
+                "metrics": {"latencyMs": 5},
+            },
+            {
+                "modelId": MODEL,
+                "messages": [{"role": "user", "content": [{"text": "Weather in Oslo?"}]}],
+                "toolConfig": {
+                    "tools": [{"toolSpec": {"name": "get_weather", "inputSchema": {"json": {"type": "object"}}}}]
+                },
+            },
+        )
+        events = await BedrockProvider(client=client).complete(
+            request([{"role": "user", "content": "Weather in Oslo?"}], tools=[weather_tool])
+        )
+        stubber.assert_no_pending_responses()
+    assert events == [
+        TextDelta("Let me check."),
+        ToolCallDelta(0, id="tu-1", name="get_weather", arguments='{"city": "Oslo"}'),
+        Finish("tool_calls", Usage(prompt_tokens=12, completion_tokens=7)),
+    ]
+
+
+async def test_converse_errors_map_like_the_stream(client: Any) -> None:
+    with Stubber(client) as stubber:
+        stubber.add_client_error("converse", "ThrottlingException", SECRET, 429)
+        with pytest.raises(ApiError) as caught:
+            await BedrockProvider(client=client).complete(request())
+    assert caught.value.status == 429
+    assert_safe(caught.value)

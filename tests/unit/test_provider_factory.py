@@ -41,3 +41,25 @@ async def test_the_openai_provider_reads_its_key_from_the_secret() -> None:
 def test_an_unknown_provider_is_refused() -> None:
     with pytest.raises(ValueError):
         create_provider(Settings(model_provider="llama"))
+
+
+async def test_buffered_answers_use_a_providers_non_streaming_call_where_it_has_one() -> None:
+    from collections.abc import AsyncIterator
+
+    from core.providers.base import Finish, ProviderEvent, run_to_end
+
+    class TwoWays:
+        name = "two-ways"
+
+        async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
+            yield TextDelta("streamed")
+            yield Finish()
+
+        async def complete(self, request: ModelRequest) -> list[ProviderEvent]:
+            return [TextDelta("buffered"), Finish()]
+
+    model_request = ModelRequest(model="m", messages=[{"role": "user", "content": "hi"}])
+    events = [event async for event in run_to_end(TwoWays(), model_request)]
+    assert events == [TextDelta("buffered"), Finish()]
+    echo_events = [event async for event in run_to_end(EchoProvider(), model_request)]
+    assert "".join(e.text for e in echo_events if isinstance(e, TextDelta)) == "Echo: hi (I was given 1 message.)"

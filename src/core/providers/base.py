@@ -103,3 +103,22 @@ class ModelProvider(Protocol):
     def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
         """Run the model; yield deltas as they arrive, then one `Finish`."""
         ...
+
+
+class BufferedModelProvider(ModelProvider, Protocol):
+    """A provider with a cheaper non-streaming call (Bedrock's `Converse`), used for
+    buffered answers; its events follow the same rules as `stream`'s."""
+
+    async def complete(self, request: ModelRequest) -> list[ProviderEvent]: ...
+
+
+async def run_to_end(provider: ModelProvider, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
+    """Every event of one model call, for a buffered answer: the provider's
+    non-streaming call where it has one, else its stream."""
+    complete = getattr(provider, "complete", None)
+    if complete is not None:
+        for event in await complete(request):
+            yield event
+        return
+    async for event in provider.stream(request):
+        yield event

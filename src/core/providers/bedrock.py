@@ -428,6 +428,34 @@ class BedrockProvider:
                 except Exception:  # closing is best effort
                     logger.debug("Closing the Bedrock event stream failed", exc_info=True)
 
+    async def complete(self, request: ModelRequest) -> list[ProviderEvent]:
+        """A buffered answer through `Converse`: one request, one response."""
+        kwargs = to_converse_request(request)
+
+        def call() -> dict[str, Any]:
+            client = self._client if self._client is not None else get_bedrock_client()
+            return dict(client.converse(**kwargs))
+
+        response = await _guarded(anyio.to_thread.run_sync(call))
+        events: list[ProviderEvent] = []
+        tools = 0
+        for block in ((response.get("output") or {}).get("message") or {}).get("content") or []:
+            if block.get("text"):
+                events.append(TextDelta(block["text"]))
+            elif "toolUse" in block:
+                tool = block["toolUse"] or {}
+                arguments = json.dumps(tool.get("input") or {}, ensure_ascii=False)
+                events.append(
+                    ToolCallDelta(tools, id=tool.get("toolUseId"), name=tool.get("name"), arguments=arguments)
+                )
+                tools += 1
+        counts = response.get("usage") or {}
+        usage = Usage(
+            prompt_tokens=int(counts.get("inputTokens") or 0), completion_tokens=int(counts.get("outputTokens") or 0)
+        )
+        events.append(Finish(FINISH_REASONS.get(response.get("stopReason") or "end_turn", "stop"), usage))
+        return events
+
 
 async def _guarded(call: Awaitable[_T]) -> _T:
     """Await a worker-thread call, mapping boto3/transport failures to `ApiError`."""

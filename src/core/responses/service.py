@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from core.chat import ReplyBuilder
 from core.errors import ApiError, bad_request, internal_error, not_found, too_large, unavailable
-from core.providers.base import ModelRequest, ProviderEvent, TextDelta, ToolCallDelta
+from core.providers.base import ModelRequest, ProviderEvent, TextDelta, ToolCallDelta, run_to_end
 from core.responses.items import echoed_parameters, input_messages, stored_reply
 from core.responses.wire import (
     CreateResponseRequest,
@@ -481,7 +481,7 @@ class ResponsesService:
     async def complete(self, prepared: PreparedResponse) -> dict[str, Any]:
         """The buffered answer: run the model to the end, store, return the Response."""
         run = _Run(prepared)
-        async for event in self.provider.stream(prepared.model_request):
+        async for event in run_to_end(self.provider, prepared.model_request):
             run.feed(event)
         run.closing()
         await self._commit(prepared, run)
