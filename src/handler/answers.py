@@ -37,7 +37,7 @@ async def buffered(
     async def record() -> dict[str, Any]:
         session_id, payload = await answer()
         # Kept as text so that a replayed answer is the same bytes as the first.
-        return {"session_id": session_id, "body": json.dumps(payload, ensure_ascii=False)}
+        return {"session_id": session_id, "body": json.dumps(payload, ensure_ascii=False, separators=(",", ":"))}
 
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:

@@ -66,7 +66,7 @@ def parse(model: type[Model], data: dict[str, Any]) -> Model:
         raise validation_error(error.errors()) from None
 
 
-def json_body(model: type[BaseModel]) -> dict[str, Any]:
+def json_body(model: type[BaseModel], *, session_header: bool = True) -> dict[str, Any]:
     """An OpenAPI request body for a route that parses its body itself, with the
     model's definitions inlined (so the document needs no extra components)."""
     schema = model.model_json_schema()
@@ -81,7 +81,60 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
             return [inline(item) for item in node]
         return node
 
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}},
+        "parameters": [SESSION_HEADER_PARAMETER, IDEMPOTENCY_HEADER_PARAMETER]
+        if session_header
+        else [IDEMPOTENCY_HEADER_PARAMETER],
+    }
+
+
+SESSION_HEADER_PARAMETER: dict[str, Any] = {
+    "name": "X-Hermes-Session-Id",
+    "in": "header",
+    "required": False,
+    "description": "Continue this session (created if new); without it a new session is created.",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+}
+IDEMPOTENCY_HEADER_PARAMETER: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Makes a non-streamed request safe to retry: the same key and body get the first answer.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+
+def path_parameters(*names: str, page: int | None = None) -> dict[str, Any]:
+    """OpenAPI parameters of a route that reads them from the request (see `path_param`):
+    its path parameters, and `limit`/`after` when it is paginated (`page` = default limit)."""
+    parameters: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names
+    ]
+    if page is not None:
+        parameters += page_parameters(page)["parameters"]
+    return {"parameters": parameters}
+
+
+def page_parameters(default_limit: int) -> dict[str, Any]:
+    """OpenAPI query parameters of a paginated route (read from the request, not declared)."""
+    return {
+        "parameters": [
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": default_limit},
+            },
+            {
+                "name": "after",
+                "in": "query",
+                "required": False,
+                "description": "The next_cursor of the previous page.",
+                "schema": {"type": "string"},
+            },
+        ]
+    }
 
 
 def path_param(request: Request, name: str) -> str:

@@ -20,7 +20,7 @@ from core.sessions import SESSION_HEADER
 from core.sse import KEEPALIVE_SECONDS
 from handler import answers
 from handler.deps import principal_of, responses_service
-from handler.parsing import json_body, json_object, path_param
+from handler.parsing import json_body, json_object, path_param, path_parameters
 
 router = APIRouter()
 
@@ -29,7 +29,7 @@ def _keepalive_seconds(request: Request) -> float:
     return float(getattr(request.app.state, "keepalive_seconds", KEEPALIVE_SECONDS))
 
 
-@router.post("/v1/responses", response_model=None, openapi_extra=json_body(CreateResponseRequest))
+@router.post("/v1/responses", response_model=None, openapi_extra=json_body(CreateResponseRequest, session_header=False))
 async def create_response(request: Request) -> Response:
     owner = principal_of(request)
     raw = await json_object(request)
@@ -50,14 +50,14 @@ async def create_response(request: Request) -> Response:
     return await answers.streamed(request, session_id=prepared.session_id, opening=opening)
 
 
-@router.get("/v1/responses/{response_id}", response_model=None)
+@router.get("/v1/responses/{response_id}", response_model=None, openapi_extra=path_parameters("response_id"))
 async def retrieve_response(request: Request) -> JSONResponse:
     response_id = path_param(request, "response_id")
     stored = await responses_service(request).retrieve(principal_of(request), response_id)
     return JSONResponse(stored.body, headers={SESSION_HEADER: stored.session_id})
 
 
-@router.delete("/v1/responses/{response_id}", response_model=None)
+@router.delete("/v1/responses/{response_id}", response_model=None, openapi_extra=path_parameters("response_id"))
 async def delete_response(request: Request) -> dict[str, Any]:
     response_id = path_param(request, "response_id")
     return await responses_service(request).delete(principal_of(request), response_id)

@@ -14,7 +14,7 @@ from core.errors import bad_request, not_found
 from core.sessions import validate_session_id
 from core.store.base import InvalidCursor, SessionKey
 from handler.deps import chat_service, principal_of
-from handler.parsing import path_param
+from handler.parsing import page_parameters, path_param, path_parameters
 
 router = APIRouter()
 
@@ -48,7 +48,7 @@ def _bad_cursor() -> Exception:
     return bad_request("The 'after' cursor is not one this API returned.", param="after", code="invalid_value")
 
 
-@router.get("/v1/sessions", response_model=None)
+@router.get("/v1/sessions", response_model=None, openapi_extra=page_parameters(DEFAULT_SESSIONS_PAGE))
 async def list_sessions(request: Request) -> dict[str, Any]:
     store = chat_service(request).store
     try:
@@ -75,7 +75,11 @@ async def list_sessions(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/sessions/{session_id}/messages", response_model=None)
+@router.get(
+    "/v1/sessions/{session_id}/messages",
+    response_model=None,
+    openapi_extra=path_parameters("session_id", page=DEFAULT_MESSAGES_PAGE),
+)
 async def list_messages(request: Request) -> dict[str, Any]:
     session_id = path_param(request, "session_id")
     store = chat_service(request).store
@@ -100,7 +104,7 @@ async def list_messages(request: Request) -> dict[str, Any]:
     }
 
 
-@router.delete("/v1/sessions/{session_id}", response_model=None)
+@router.delete("/v1/sessions/{session_id}", response_model=None, openapi_extra=path_parameters("session_id"))
 async def delete_session(request: Request) -> dict[str, Any]:
     session_id = path_param(request, "session_id")
     if not await chat_service(request).store.delete_session(_session_key(request, session_id)):
