@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from core.errors import not_found
 from handler.parsing import path_param
@@ -57,7 +57,15 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/", response_model=None)
-async def index() -> FileResponse:
+async def index(request: Request) -> Response:
+    # Deployed, API Gateway serves the page at `.../prod/`; opened as `.../prod` (the
+    # stage URL without its slash) the page's relative URLs would miss the stage, so
+    # send the browser to the URL with the slash. The app sees `/` either way; only
+    # the REST API event's own path tells them apart.
+    context = (request.scope.get("aws.event") or {}).get("requestContext") or {}
+    public_path = context.get("path")
+    if isinstance(public_path, str) and public_path and not public_path.endswith("/"):
+        return RedirectResponse(public_path + "/", status_code=308)
     return FileResponse(STATIC_DIR / "index.html", media_type=_TYPES[".html"], headers=HEADERS)
 
 
