@@ -23,6 +23,26 @@ class _Lenient(BaseModel):
 
 
 class ChatMessage(_Lenient):
+    # The per-role rules of `_check_shape`, in the JSON schema too (for /docs and fuzzers).
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"role": {"enum": ["system", "developer", "user", "tool"]}}},
+                    "then": {"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}},
+                },
+                {
+                    "if": {"properties": {"role": {"const": "tool"}}},
+                    "then": {
+                        "required": ["tool_call_id"],
+                        "properties": {"tool_call_id": {"type": "string", "minLength": 1}},
+                    },
+                },
+            ]
+        },
+    )
+
     role: Role
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
@@ -55,7 +75,7 @@ class ChatCompletionRequest(_Lenient):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    n: int | None = None
+    n: int | None = Field(default=None, json_schema_extra={"anyOf": [{"const": 1}, {"type": "null"}]})
 
     temperature: float | None = None
     top_p: float | None = None
