@@ -7,8 +7,10 @@ session starts on a free port (and always stops).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -89,3 +91,23 @@ def table_items(client: Any, table: str) -> list[dict[str, Any]]:
         if "LastEvaluatedKey" not in page:
             return items
         request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+@pytest.fixture
+def mangum_loop() -> Iterator[None]:
+    """Mangum runs every invocation on the thread's current event loop (a warm Lambda
+    container reuses one); a test gets an open one of its own, and the previous one is
+    put back afterwards."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            previous: asyncio.AbstractEventLoop | None = asyncio.get_event_loop()
+        except RuntimeError:
+            previous = None
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop(previous)
+        loop.close()

@@ -3,12 +3,10 @@ shape: it is the managed runtime's handler when the streaming wrapper is not use
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -39,26 +37,14 @@ Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 @pytest.fixture
-def handler(local_table: tuple[Any, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Handler]:
+def handler(local_table: tuple[Any, str], mangum_loop: None, monkeypatch: pytest.MonkeyPatch) -> Handler:
     """The module's Mangum handler around a fresh app (the module's own app keeps the
     service, and so the table, of the first test that used it), on an event loop of its own."""
     from handler import lambda_buffered
     from handler.app import create_app
 
     monkeypatch.setattr(lambda_buffered.handler, "app", create_app())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            previous: asyncio.AbstractEventLoop | None = asyncio.get_event_loop()
-        except RuntimeError:
-            previous = None
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        yield lambda_buffered.handler
-    finally:
-        asyncio.set_event_loop(previous)
-        loop.close()
+    return lambda_buffered.handler
 
 
 def test_a_rest_event_streams_into_one_buffered_response(handler: Handler) -> None:

@@ -9,7 +9,6 @@ as a subprocess against the session's DynamoDB Local.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import json
@@ -19,8 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,26 +125,6 @@ def reply_text(response: dict[str, Any]) -> str:
 
 
 # -- fixtures ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def mangum_loop() -> Iterator[None]:
-    """Mangum runs every invocation on the thread's current event loop (a warm Lambda
-    container reuses one); this test gets an open one of its own, and the previous one
-    is put back afterwards."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            previous: asyncio.AbstractEventLoop | None = asyncio.get_event_loop()
-        except RuntimeError:
-            previous = None
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        yield
-    finally:
-        asyncio.set_event_loop(previous)
-        loop.close()
 
 
 @pytest.fixture

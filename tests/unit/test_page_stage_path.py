@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from mangum import Mangum
@@ -22,11 +21,10 @@ class Context:
 
 
 def serve(event: dict[str, Any]) -> dict[str, Any]:
-    asyncio.set_event_loop(asyncio.new_event_loop())
     return dict(Mangum(create_app(), lifespan="off")(event, Context()))
 
 
-def test_the_stage_url_without_its_slash_redirects_to_the_page() -> None:
+def test_the_stage_url_without_its_slash_redirects_to_the_page(mangum_loop: None) -> None:
     event = rest_event("GET", "/")
     event["requestContext"]["path"] = "/prod"  # what API Gateway sends for https://.../prod
     response = serve(event)
@@ -34,7 +32,7 @@ def test_the_stage_url_without_its_slash_redirects_to_the_page() -> None:
     assert response["headers"]["location"] == "/prod/"
 
 
-def test_the_stage_url_with_its_slash_is_the_page() -> None:
+def test_the_stage_url_with_its_slash_is_the_page(mangum_loop: None) -> None:
     response = serve(rest_event("GET", "/"))
     assert response["statusCode"] == 200
     assert response["headers"]["content-type"].startswith("text/html")
