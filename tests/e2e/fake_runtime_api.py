@@ -7,6 +7,12 @@ chunk of a chunked body with the time it arrived (`time.monotonic()`), and the
 trailers. The chunked body is parsed here, independently of the runtime's encoder,
 so a framing mistake shows up as a test failure.
 
+`queue(event, cut_after=N)` plays Lambda dropping a streamed response whose client
+went away: once N chunks of the body have arrived (the prelude's chunk counts), or
+with `cut_after=b"..."` once a chunk holding those bytes has arrived, the fake closes the connection without answering (`cut_with_reset=True`: it resets it,
+so the runtime's next write fails with ECONNRESET). `StreamedResponse.cut_at` says
+when.
+
 `close()` makes `/next` answer 500 ("container error, runtime should exit"), so a
 runtime under test stops by itself. Used by the e2e tests and by
 `make invoke-stream` (`deploy/invoke_stream.py`), which prints chunks as they come
@@ -18,6 +24,8 @@ from __future__ import annotations
 import base64
 import json
 import queue
+import socket
+import struct
 import sys
 import threading
 import time
@@ -48,6 +56,8 @@ class StreamedResponse:
     trailers: dict[str, str] = field(default_factory=dict)
     complete: bool = False
     raw_head: str = ""
+    cut_at: float | None = None
+    """`time.monotonic()` when the fake cut the connection (`queue(..., cut_after=N)`)."""
 
     @property
     def body(self) -> bytes:
@@ -85,10 +95,19 @@ class Invocation:
     request_id: str
     event: bytes
     headers: dict[str, str]
+    cut_after: int | bytes | None = None
+    """Cut the streamed response once this many body chunks (or a chunk holding these bytes) arrived."""
+    cut_with_reset: bool = False
     taken_at: float | None = None
     response: StreamedResponse | None = None
     error: PostedError | None = None
     done: threading.Event = field(default_factory=threading.Event)
+
+
+def _cut_here(cut_after: int | bytes | None, chunks: list[Chunk]) -> bool:
+    if isinstance(cut_after, bytes):
+        return cut_after in chunks[-1].data
+    return cut_after is not None and len(chunks) >= cut_after
 
 
 class _Server(ThreadingHTTPServer):
@@ -150,6 +169,8 @@ class FakeRuntimeAPI:
         trace_id: str | None = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
         client_context: str | None = None,
         cognito_identity: str | None = None,
+        cut_after: int | bytes | None = None,
+        cut_with_reset: bool = False,
     ) -> Invocation:
         body = event if isinstance(event, bytes) else json.dumps(event).encode()
         request_id = request_id or str(uuid.uuid4())
@@ -163,7 +184,7 @@ class FakeRuntimeAPI:
             headers["Lambda-Runtime-Client-Context"] = client_context
         if cognito_identity:
             headers["Lambda-Runtime-Cognito-Identity"] = cognito_identity
-        invocation = Invocation(request_id, body, headers)
+        invocation = Invocation(request_id, body, headers, cut_after, cut_with_reset)
         self.invocations[request_id] = invocation
         self._pending.put(invocation)
         return invocation
@@ -253,8 +274,20 @@ class FakeRuntimeAPI:
                     response.complete = True
                 else:
                     self._read_chunks(invocation, response)
-                self._reply(202, b'{"status":"OK"}')
+                if response.cut_at is not None:
+                    self._cut(invocation.cut_with_reset)
+                else:
+                    self._reply(202, b'{"status":"OK"}')
                 invocation.done.set()
+
+            def _cut(self, reset: bool) -> None:
+                """Drop the connection without an answer: closed (FIN) or reset (RST)."""
+                self.close_connection = True
+                if reset:  # SO_LINGER 0: close() sends RST
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                else:
+                    self.connection.shutdown(socket.SHUT_RDWR)
 
             def _read_chunks(self, invocation: Invocation, response: StreamedResponse) -> None:
                 while True:
@@ -273,6 +306,9 @@ class FakeRuntimeAPI:
                     response.chunks.append(chunk)
                     if api.on_chunk is not None:
                         api.on_chunk(invocation, chunk)
+                    if _cut_here(invocation.cut_after, response.chunks):
+                        response.cut_at = time.monotonic()
+                        return
                 while True:
                     line = self.rfile.readline()
                     if line in (b"\r\n", b""):

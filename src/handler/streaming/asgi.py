@@ -13,8 +13,14 @@ it: an SSE frame leaves the function when the app emits it.
 - An exception after it ends the stream with the error trailers; the exception's
   text stays in the function's logs (a trailer may be forwarded to a client).
 - `receive()` gives the request body once, then waits until the response is over
-  and says `http.disconnect`: Starlette's `StreamingResponse` listens for a
-  disconnect while it streams, and must not hear one early.
+  or its stream was cut, and says `http.disconnect`: Starlette's `StreamingResponse`
+  listens for a disconnect while it streams, and must not hear one early.
+- A stream the Runtime API cuts (it closes or resets the connection, or answers
+  before the body ended; see `ResponseStream`) is the client leaving, as uvicorn
+  reports a closed socket: `receive()` says `http.disconnect` at once, also to a
+  call already waiting, so the app cancels its work (the model call) and stores
+  nothing; later sends are dropped without an error, and the invocation ends
+  normally so the runtime goes on to the next one.
 """
 
 from __future__ import annotations
@@ -74,6 +80,8 @@ class Outcome:
     error: str | None = None
     reported_to: str | None = None
     """`error` (the `/error` endpoint), `trailers`, or None when all went well."""
+    client_gone: bool = False
+    """The stream was cut before its end (the app was told `http.disconnect`)."""
 
 
 class StreamingHTTPCycle:
@@ -86,14 +94,19 @@ class StreamingHTTPCycle:
         self.outcome = Outcome()
         self._body_given = False
         self._body_done = False
-        self._response_over = asyncio.Event()
+        self._disconnected = asyncio.Event()
+        """Set when the response is over or its stream was cut: `receive()` then says so."""
 
     async def receive(self) -> Message:
         if not self._body_given:
             self._body_given = True
             return {"type": "http.request", "body": self.body, "more_body": False}
-        await self._response_over.wait()
+        await self._disconnected.wait()
         return {"type": "http.disconnect"}
+
+    def _client_gone(self) -> None:
+        self.outcome.client_gone = True
+        self._disconnected.set()
 
     async def send(self, message: Message) -> None:
         kind = message.get("type")
@@ -104,17 +117,17 @@ class StreamingHTTPCycle:
             prelude = encode_prelude(status, message.get("headers") or [])
             if len(prelude) > PRELUDE_LIMIT:
                 logger.warning("The prelude is %d bytes: API Gateway reads only the first 16 KB", len(prelude))
-            self.stream = await self.api.open_stream(self.request_id, prelude)
+            self.stream = await self.api.open_stream(self.request_id, prelude, on_lost=self._client_gone)
             self.outcome.status = status
         elif kind == "http.response.body":
             if self.stream is None:
                 raise RuntimeError("http.response.body sent before http.response.start")
-            if self._body_done:
-                return
+            if self._body_done or self.stream.lost:
+                return  # nobody reads it any more: dropped, as uvicorn drops it
             await self.stream.write(bytes(message.get("body", b"")))
             if not message.get("more_body", False):
                 self._body_done = True
-                self._response_over.set()
+                self._disconnected.set()
 
     async def run(self, app: ASGIApp) -> Outcome:
         started = time.perf_counter()
@@ -132,7 +145,7 @@ class StreamingHTTPCycle:
                 await self._finish(report)
             return self.outcome
         finally:
-            self._response_over.set()
+            self._disconnected.set()
         if self.stream is None:
             self.outcome.error = "NoResponse"
             self.outcome.reported_to = "error"

@@ -155,7 +155,7 @@ class Runtime:
                 return
             outcome = await StreamingHTTPCycle(self.api, invocation.request_id, scope, body).run(self.app)
             logger.info(
-                "%s %s -> %s, %d bytes in %d chunks, %.1f ms%s",
+                "%s %s -> %s, %d bytes in %d chunks, %.1f ms%s%s",
                 scope.get("method"),
                 scope.get("path"),
                 outcome.status,
@@ -163,6 +163,7 @@ class Runtime:
                 outcome.chunks_sent,
                 (time.perf_counter() - started) * 1000,
                 f", {outcome.error} reported to {outcome.reported_to}" if outcome.error else "",
+                ", cut short: the client has gone (the app was told)" if outcome.client_gone else "",
             )
         except ContainerError:
             raise

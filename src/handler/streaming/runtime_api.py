@@ -32,6 +32,7 @@ import json
 import logging
 import socket
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 logger = logging.getLogger("threadline.runtime")
@@ -165,19 +166,57 @@ class ResponseStream:
     """One streamed response: the request is open, the prelude sent; body chunks follow.
 
     `write` sends each chunk as its own HTTP chunk and waits until the socket took it;
-    `finish` sends the last chunk (with the error trailers when given) and reads the
-    Runtime API's answer. A connection the Runtime API dropped is remembered: later
-    writes are skipped, so the app still runs to its end and its work is not lost.
+    `finish` sends the last chunk (with the error trailers when given) and returns the
+    Runtime API's answer. The answer is read from the moment the stream opens: the
+    Runtime API says nothing on this connection until the body has ended, so an answer
+    or a closed connection before that means the response is over for whoever was
+    reading it (Lambda cut the stream, or refused it). That, or a write the socket
+    refuses (reset, broken pipe), marks the stream `lost`: later writes are skipped
+    and `on_lost` is called once, so the app can be told its client has gone.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        path: str,
+        on_lost: Callable[[], None] | None = None,
+    ) -> None:
         self._reader = reader
         self._writer = writer
         self._path = path
+        self._on_lost = on_lost
         self.bytes_sent = 0
         self.chunks_sent = 0
         self.broken: BaseException | None = None
         self.finished = False
+        self._answer: asyncio.Task[_Response] = asyncio.ensure_future(_read_response(reader, path))
+        self._answer.add_done_callback(self._answered)
+
+    @property
+    def lost(self) -> bool:
+        return self.broken is not None
+
+    def _answered(self, task: asyncio.Task[_Response]) -> None:
+        """The Runtime API answered or closed the connection; before `finish`, the stream is lost."""
+        if task.cancelled():
+            return
+        error = task.exception()
+        if self.finished:
+            return  # `finish` reads the answer (or the error) itself
+        if error is None:
+            status = task.result().status
+            error = ConnectionError(f"the Runtime API answered {status} before the response body ended")
+        self._lose(error)
+
+    def _lose(self, error: BaseException) -> None:
+        if self.broken is not None:
+            return
+        self.broken = error
+        # A client leaving is not a fault of the function: no traceback, no error level.
+        logger.info("The response stream was cut after %d bytes (%s): the client has gone", self.bytes_sent, error)
+        if self._on_lost is not None:
+            self._on_lost()
 
     async def write(self, data: bytes) -> None:
         if not data or self.broken is not None or self.finished:
@@ -186,8 +225,7 @@ class ResponseStream:
         try:
             await self._writer.drain()
         except (ConnectionError, OSError) as error:
-            self.broken = error
-            logger.warning("The Runtime API dropped the response stream after %d bytes: %s", self.bytes_sent, error)
+            self._lose(error)
             return
         self.bytes_sent += len(data)
         self.chunks_sent += 1
@@ -202,7 +240,7 @@ class ResponseStream:
                 return None
             self._writer.write(b"0\r\n" + (error.trailers() if error is not None else b"") + b"\r\n")
             await self._writer.drain()
-            response = await _read_response(self._reader, self._path)
+            response = await self._answer
             if response.status >= 300:
                 logger.error("The Runtime API refused the streamed response: %s %r", response.status, response.body)
             return response.status
@@ -210,6 +248,7 @@ class ResponseStream:
             logger.warning("The Runtime API connection was lost while ending the stream: %s", lost)
             return None
         finally:
+            self._answer.cancel()
             await _close(self._writer)
 
 
@@ -299,8 +338,11 @@ class RuntimeAPI:
             logger.error("The Runtime API refused the error report to %s: %s", path, response.status)
         return response.status
 
-    async def open_stream(self, request_id: str, prelude: bytes) -> ResponseStream:
-        """Start the streamed response: the request head and the prelude's chunk, at once."""
+    async def open_stream(
+        self, request_id: str, prelude: bytes, on_lost: Callable[[], None] | None = None
+    ) -> ResponseStream:
+        """Start the streamed response: the request head and the prelude's chunk, at once.
+        `on_lost` is called if the stream is cut before it ends (see `ResponseStream`)."""
         path = f"/{API_VERSION}/runtime/invocation/{request_id}/response"
         head = self._head(
             "POST",
@@ -319,4 +361,4 @@ class RuntimeAPI:
         except (ConnectionError, OSError):
             await _close(writer)
             raise
-        return ResponseStream(reader, writer, path)
+        return ResponseStream(reader, writer, path, on_lost)
