@@ -90,7 +90,9 @@ async def test_items_and_bytes_grow_linearly_with_the_chain(
             print(f"{length:12} | {count:5} | {size:6,} | {size // length:14,} | {copying:,} (message bytes alone)")
 
     for length, (count, _, _, response_sizes) in measured.items():
-        assert count == 3 * length + 1  # a response item and two messages per response, one head
+        # Per response: its item, two messages and the link that lets a session delete
+        # find it; one head.
+        assert count == 4 * length + 1
         # A response item does not grow with its position in the chain.
         assert max(response_sizes) - min(response_sizes) < 120
     per_response_early = (measured[20][1] - measured[10][1]) / 10
@@ -112,6 +114,7 @@ async def test_a_fork_copies_at_most_the_window(local_table: tuple[Any, str]) ->
         assert fork.status_code == 200
         added = [i for i in table_items(client, table) if (i["pk"]["S"], i["sk"]["S"]) not in before]
     kinds = sorted(i["sk"]["S"].split("#")[0] for i in added)
-    # A new session: its head, 6 copied messages and the new turn's 2; and the response item.
-    assert kinds == ["MSG"] * 8 + ["RESPONSE", "SESSION"]
+    # A new session: its head, 6 copied messages and the new turn's 2; the response item
+    # and its link.
+    assert kinds == ["LINK"] + ["MSG"] * 8 + ["RESPONSE", "SESSION"]
     assert "I was given 7 messages" in fork.text

@@ -201,8 +201,11 @@ async def test_a_response_is_stored_and_retrieved(api: httpx.AsyncClient, moto_t
     assert ok(fetched) == body
     assert fetched.headers[HEADER] == created.headers[HEADER]
 
-    # One response: its item, the session head, the input and the reply. No transcript in the item.
-    assert kinds(*moto_table) == Counter({"RESPONSE:RESPONSE": 1, "SESSION:SESSION": 1, "SESSION:MSG": 2})
+    # One response: its item, the session head, the input and the reply, and the link that
+    # lets deleting the session delete the response. No transcript in the item.
+    assert kinds(*moto_table) == Counter(
+        {"RESPONSE:RESPONSE": 1, "SESSION:SESSION": 1, "SESSION:MSG": 2, "SESSION:LINK": 1}
+    )
     item = next(i for i in table_items(*moto_table) if i["sk"]["S"] == "RESPONSE")
     assert set(item) == {
         "pk",
@@ -304,7 +307,9 @@ async def test_continuing_an_earlier_response_forks_a_new_session(
     ]
     # The fork's session holds a copy of the two messages before its turn, then its turns.
     forked = [i for i in table_items(*moto_table) if i["pk"]["S"].endswith(fork.headers[HEADER])]
-    assert sorted(i["sk"]["S"] for i in forked if i["sk"]["S"] != "SESSION") == [f"MSG#{n:012d}" for n in range(6)]
+    assert sorted(i["sk"]["S"] for i in forked if i["sk"]["S"].startswith("MSG#")) == [
+        f"MSG#{n:012d}" for n in range(6)
+    ]
 
 
 async def test_reads_per_request_are_bounded(api: httpx.AsyncClient, counting: CountingClient) -> None:
@@ -312,16 +317,17 @@ async def test_reads_per_request_are_bounded(api: httpx.AsyncClient, counting: C
     second = ok(await create(api, "two", previous_response_id=first["id"]))
     counting.calls.clear()
     ok(await create(api, "tip", previous_response_id=second["id"]))
-    # The tip: one GetItem (the response), one Query (head + window), one transaction, one Put.
-    assert counting.calls == Counter({"get_item": 1, "query": 1, "transact_write_items": 1, "put_item": 1})
+    # The tip: one GetItem (the response), one Query (head + window), one transaction
+    # (the turn and the response item together).
+    assert counting.calls == Counter({"get_item": 1, "query": 1, "transact_write_items": 1})
     counting.calls.clear()
     ok(await create(api, "fork", previous_response_id=first["id"]))
     # A fork reads up to two Queries (the later turns came first), then writes a new session.
     assert counting.calls["get_item"] == 1 and counting.calls["query"] <= 2
-    assert counting.calls["transact_write_items"] == 1 and counting.calls["put_item"] == 1
+    assert counting.calls["transact_write_items"] == 1 and counting.calls["put_item"] == 0
     counting.calls.clear()
     ok(await create(api, "fresh"))
-    assert counting.calls == Counter({"transact_write_items": 1, "put_item": 1})
+    assert counting.calls == Counter({"transact_write_items": 1})
 
 
 async def test_the_history_is_the_window_and_a_fork_copies_at_most_the_window(
@@ -350,7 +356,7 @@ async def test_the_history_is_the_window_and_a_fork_copies_at_most_the_window(
             "fork",
         ]
         forked = [i for i in table_items(*moto_table) if i["pk"]["S"].endswith(fork.headers[HEADER])]
-        assert len(forked) == 1 + 4 + 2  # head, the window's copy, the new turn
+        assert len(forked) == 1 + 4 + 2 + 1  # head, the window's copy, the new turn, the response's link
 
 
 async def test_the_window_never_starts_with_a_tool_result(counting: CountingClient, model: ScriptedModel) -> None:

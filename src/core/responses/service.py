@@ -59,7 +59,7 @@ from core.responses.wire import (
 from core.sessions import new_session_id, title_of, trim_window
 from core.store.base import NewTurn, SessionKey, SessionState, StoreUnavailable, TurnTooLarge
 from core.store.dynamodb import DynamoDBSessionStore
-from core.store.responses import ChainHistory, ConversationPointer, DynamoDBResponseStore, StoredResponse
+from core.store.responses import ChainHistory, DynamoDBResponseStore, StoredResponse
 from core.wire import now
 
 if TYPE_CHECKING:
@@ -515,12 +515,10 @@ class ResponsesService:
         yield run.terminal()
 
     async def _commit(self, prepared: PreparedResponse, run: _Run) -> None:
-        """Append the turn (one conditional transaction), then put the response item,
-        then advance the conversation name. Order matters: the turn decides the position.
-
-        If the response item cannot be written after the turn was, the client gets an
-        error and the turn stays in the session unreferenced; continuing the earlier
-        response then forks from it, with exactly the history it stood for.
+        """Store the turn, the response item and the conversation name in one
+        transaction (the turn decides the position the response stands for). A failure
+        stores none of them, so the client's retry leaves exactly one copy; an answer
+        lost after the commit is recognised by the store and not reported as a failure.
         """
         if not prepared.stores or prepared.key is None:
             return
@@ -531,48 +529,37 @@ class ResponsesService:
             turn = NewTurn(
                 messages=messages, system=prepared.system, title=title_of([*prepared.carried, *prepared.new_input])
             )
-            result = await self.sessions.append(
-                prepared.key, turn, prepared.expected, fresh_session=prepared.mode != "append"
+            result, _stored = await self.store.append_response(
+                prepared.key,
+                turn,
+                prepared.expected,
+                fresh_session=prepared.mode != "append",
+                response=StoredResponse(
+                    response_id=prepared.response_id,
+                    session_id=prepared.key.session_id,
+                    position=0,  # decided by the append
+                    created_at=float(prepared.created_at),
+                    expires_at=prepared.expires_at,
+                    body=body,
+                ),
+                conversation=prepared.conversation,
+                replaces=prepared.conversation_replaces,
             )
-            position = result.first_seq + len(messages)
             if result.conflicts:
                 logger.info(
                     "response appended after concurrent turns",
                     extra={"session_id": prepared.key.session_id, "conflicts": result.conflicts},
                 )
-            await self.store.put_response(
-                prepared.owner,
-                StoredResponse(
-                    response_id=prepared.response_id,
-                    session_id=prepared.key.session_id,
-                    position=position,
-                    created_at=float(prepared.created_at),
-                    expires_at=prepared.expires_at,
-                    body=body,
-                ),
-            )
-            if prepared.conversation is not None:
-                advanced = await self.store.advance_conversation(
-                    prepared.owner,
-                    ConversationPointer(
-                        name=prepared.conversation,
-                        latest_response_id=prepared.response_id,
-                        session_id=prepared.key.session_id,
-                        position=position,
-                        expires_at=prepared.expires_at,
-                    ),
-                    replaces=prepared.conversation_replaces,
+            if result.dropped_optional:
+                logger.info(
+                    "a concurrent response moved the conversation first; it stays there",
+                    extra={"response_id": prepared.response_id},
                 )
-                if not advanced:
-                    logger.info(
-                        "a concurrent response moved the conversation first; it stays there",
-                        extra={"response_id": prepared.response_id},
-                    )
         except TurnTooLarge as error:
             raise ApiError(413, error.reason + " Nothing was stored.", code="request_too_large") from None
         except StoreUnavailable:
             logger.error("could not store a response", extra={"response_id": prepared.response_id})
-            raise unavailable("The response could not be saved. Retry the request.") from None
+            raise unavailable("The response could not be saved, so nothing was stored. Retry the request.") from None
 
     # -- retrieve and delete --------------------------------------------------------
 

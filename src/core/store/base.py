@@ -59,6 +59,9 @@ class SessionState:
     """The most recent messages (at most the window), oldest first."""
     message_count: int = 0
     """How many messages the session holds in all."""
+    fresh_seq: int = 0
+    """Where a new life of this id starts numbering when there is no live head: after
+    every item an earlier life left behind, so the newest-first window never reads them."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,9 @@ class AppendResult:
     """The sequence number the turn's first message got."""
     conflicts: int
     """How many times a concurrent turn won the race and this one was retried."""
+    dropped_optional: bool = False
+    """An optional write of the turn's transaction (see `ExtraWrite`) was refused by
+    its own condition, and the turn was stored without it."""
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,12 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
+from core.store import keys
 from core.store.base import (
     AppendResult,
     Head,
@@ -51,10 +53,15 @@ from core.store.base import (
     StoreUnavailable,
     TurnTooLarge,
 )
-
-HEAD_SK = "SESSION"
-MESSAGE_PREFIX = "MSG#"
-OWNER_INDEX = "gsi1"
+from core.store.keys import (
+    FIRST_MESSAGE_SK,
+    HEAD_SK,
+    LINK_PREFIX,
+    OWNER_INDEX,
+    message_sk,
+    number_attr,
+    string_attr,
+)
 
 MAX_ITEM_BYTES = 400 * 1024
 """DynamoDB's item limit, attribute names included."""
@@ -73,19 +80,7 @@ and the commit token."""
 
 
 def session_pk(key: SessionKey) -> str:
-    return f"SESSION#{key.owner}#{key.session_id}"
-
-
-def message_sk(seq: int) -> str:
-    return f"{MESSAGE_PREFIX}{seq:012d}"
-
-
-def string_attr(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def number_attr(value: float) -> dict[str, str]:
-    return {"N": repr(value) if isinstance(value, float) else str(value)}
+    return keys.session_pk(key.owner, key.session_id)
 
 
 def _message_bytes(message: dict[str, Any]) -> int:
@@ -125,6 +120,24 @@ class _Conflict(Exception):
     def __init__(self, current: dict[str, Any] | None) -> None:
         super().__init__("session head changed")
         self.current = current
+
+
+class _OptionalRefused(Exception):
+    """An optional item's own condition cancelled the transaction; nothing was written."""
+
+
+@dataclass(frozen=True)
+class ExtraWrite:
+    """An item written in a turn's transaction besides its messages and head."""
+
+    transact_item: dict[str, Any]
+    """A TransactWriteItems entry (`Put`, `Delete`, ...)."""
+    optional: bool = False
+    """When its own condition fails, the turn is stored without it instead of failing."""
+
+
+ExtraWrites = Callable[[int, int | None], list[ExtraWrite]]
+"""Given the session's position after the turn and its expiry: the extra items."""
 
 
 class DynamoDBSessionStore:
@@ -173,13 +186,21 @@ class DynamoDBSessionStore:
         return await anyio.to_thread.run_sync(self._load, key, window)
 
     def _load(self, key: SessionKey, window: int) -> SessionState:
-        items, _ = query_newest_first(self.client, self.table_name, session_pk(key), window + 1)
+        items, _ = query_newest_first(
+            self.client, self.table_name, session_pk(key), window + 1, between=(FIRST_MESSAGE_SK, HEAD_SK)
+        )
+        return self._state(items, window)
+
+    def _state(self, items: list[dict[str, Any]], window: int) -> SessionState:
+        """The session as read by a newest-first Query of its head and messages."""
         now = self.clock()
         if not items or items[0]["sk"]["S"] != HEAD_SK:
-            return SessionState()
+            # No head: never created, deleted, or its head already taken by TTL while
+            # messages of that life remain. A new life numbers after all of them.
+            return SessionState(fresh_seq=int(items[0]["seq"]["N"]) + 1 if items else 0)
         head = parse_head(items[0])
         if not head.live(now):
-            return SessionState(head=head)
+            return SessionState(head=head, fresh_seq=head.next_seq)
         newest_first: list[dict[str, Any]] = []
         for item in items[1:]:
             seq = int(item["seq"]["N"])
@@ -195,7 +216,21 @@ class DynamoDBSessionStore:
             system=head.system,
             messages=messages,
             message_count=head.next_seq - head.base_seq,
+            fresh_seq=head.next_seq,
         )
+
+    def _read_tip(self, key: SessionKey) -> SessionState:
+        """The head and where a new life would start, without the window: for a write
+        whose caller could not read the session, or lost its head to a deletion. A
+        GetItem when the head is there (the usual case); a one-item Query for the
+        highest leftover sequence number when it is not."""
+        head = self._get_head(key)
+        if head is not None:
+            return SessionState(head=head, fresh_seq=head.next_seq)
+        items, _ = query_newest_first(
+            self.client, self.table_name, session_pk(key), 1, between=(FIRST_MESSAGE_SK, HEAD_SK)
+        )
+        return self._state(items, 0)
 
     def _get_head(self, key: SessionKey) -> Head | None:
         with store_errors():
@@ -210,17 +245,26 @@ class DynamoDBSessionStore:
     # -- write ---------------------------------------------------------------------
 
     async def append(
-        self, key: SessionKey, turn: NewTurn, expected: SessionState | None, *, fresh_session: bool = False
+        self,
+        key: SessionKey,
+        turn: NewTurn,
+        expected: SessionState | None,
+        *,
+        fresh_session: bool = False,
+        extras: ExtraWrites | None = None,
     ) -> AppendResult:
+        """See `SessionStore.append`. `extras` adds items to the turn's transaction (a
+        stored response, its links): called with the position after the turn and the
+        session's expiry, once per attempt, since a concurrent turn moves both."""
         self.check_turn(turn.messages, fresh_session=fresh_session, system=turn.system)
         if fresh_session:
             # Nobody else knows this id yet: parts that do not fit one transaction can
             # go first, invisible until the head commits them.
-            head: Head | None = None
+            state = SessionState()
         elif expected is None:
-            head = await anyio.to_thread.run_sync(self._get_head, key)
+            state = await anyio.to_thread.run_sync(self._read_tip, key)
         else:
-            head = expected.head
+            state = expected
         # Turns on one session from this process queue here instead of racing each
         # other in DynamoDB; across processes (Lambda), conflicts are retried with a
         # growing, jittered backoff until a deadline.
@@ -229,29 +273,44 @@ class DynamoDBSessionStore:
             lock = self._append_locks[key] = asyncio.Lock()
         async with lock:
             conflicts = 0
+            with_optional = True
             deadline = time.monotonic() + APPEND_DEADLINE_SECONDS
             while True:
                 try:
-                    first_seq = await anyio.to_thread.run_sync(self._write_turn, key, turn, head, fresh_session)
-                    return AppendResult(first_seq=first_seq, conflicts=conflicts)
+                    first_seq = await anyio.to_thread.run_sync(
+                        self._write_turn, key, turn, state, fresh_session, extras, with_optional
+                    )
+                    return AppendResult(first_seq=first_seq, conflicts=conflicts, dropped_optional=not with_optional)
+                except _OptionalRefused:
+                    with_optional = False  # nothing was written: go again without it
                 except _Conflict as conflict:
                     conflicts += 1
                     if time.monotonic() >= deadline:
                         raise StoreUnavailable(f"gave up appending after {conflicts} concurrent conflicts") from None
                     if conflict.current is not None:
                         head = parse_head(conflict.current)
+                        state = SessionState(head=head, fresh_seq=head.next_seq)
                     else:
-                        head = await anyio.to_thread.run_sync(self._get_head, key)
+                        state = await anyio.to_thread.run_sync(self._read_tip, key)
                     await anyio.sleep(random.uniform(0, min(0.1, 0.002 * 2 ** min(conflicts, 6))))  # noqa: S311
 
-    def _write_turn(self, key: SessionKey, turn: NewTurn, head: Head | None, fresh_session: bool) -> int:
+    def _write_turn(
+        self,
+        key: SessionKey,
+        turn: NewTurn,
+        state: SessionState,
+        fresh_session: bool,
+        extras: ExtraWrites | None,
+        with_optional: bool,
+    ) -> int:
         now = self.clock()
         pk = session_pk(key)
+        head = state.head
         if head is not None and head.live(now):
             start, base, created, expires = head.next_seq, head.base_seq, head.created_at, head.expires_at
             system, title = head.system, head.title
         else:
-            start = head.next_seq if head is not None else 0
+            start = max(state.fresh_seq, head.next_seq if head is not None else 0)
             base, created = start, now
             expires = int(now) + self.ttl_seconds if self.ttl_seconds else None
             system, title = turn.system, turn.title
@@ -288,14 +347,25 @@ class DynamoDBSessionStore:
         else:
             head_put["Put"]["ConditionExpression"] = "next_seq = :expected"
             head_put["Put"]["ExpressionAttributeValues"] = {":expected": number_attr(head.next_seq)}
-
-        batches = list(_transaction_batches(message_puts, reserve_items=1, reserve_bytes=_item_bytes(head_put)))
+        extra_writes = [
+            extra
+            for extra in (extras(start + len(turn.messages), expires) if extras is not None else [])
+            if with_optional or not extra.optional
+        ]
+        reserve = [head_put, *(extra.transact_item for extra in extra_writes)]
+        batches = list(
+            _transaction_batches(
+                message_puts, reserve_items=len(reserve), reserve_bytes=sum(_item_bytes(item) for item in reserve)
+            )
+        )
         if len(batches) > 1 and not fresh_session:
             raise TurnTooLarge("This turn is too large to append to a session in one step.")
         for batch in batches[:-1]:
             self._transact(batch)
+        final = [head_put, *batches[-1], *(extra.transact_item for extra in extra_writes)]
+        optional_at = {len(final) - len(extra_writes) + i for i, extra in enumerate(extra_writes) if extra.optional}
         try:
-            self._transact([head_put, *batches[-1]])
+            self._transact(final, optional_at=optional_at)
         except StoreUnavailable:
             # The commit may have been applied with its answer lost after botocore's
             # retries: then it must not be reported (and retried by the client) as unstored.
@@ -320,7 +390,9 @@ class DynamoDBSessionStore:
             return False
         return bool(reply.get("Item", {}).get("commit", {}).get("S") == commit)
 
-    def _transact(self, items: list[dict[str, Any]]) -> None:
+    def _transact(self, items: list[dict[str, Any]], *, optional_at: set[int] | frozenset[int] = frozenset()) -> None:
+        """One TransactWriteItems. The head, when there is one, comes first: its
+        condition failing is a `_Conflict`; an optional item's is `_OptionalRefused`."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -333,6 +405,9 @@ class DynamoDBSessionStore:
                     raise _Conflict(head_reason.get("Item")) from None
                 if any(r.get("Code") == "TransactionConflict" for r in reasons):
                     raise _Conflict(None) from None
+                refused = {i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"}
+                if refused and refused <= optional_at:
+                    raise _OptionalRefused() from None
             raise StoreUnavailable("could not write the turn") from error
         except BotoCoreError as error:
             raise StoreUnavailable("could not write the turn") from error
@@ -435,14 +510,15 @@ class DynamoDBSessionStore:
         return await anyio.to_thread.run_sync(self._delete_session, key)
 
     def _delete_session(self, key: SessionKey) -> bool:
-        """Delete the messages, then the head on the condition that no turn was appended
-        meanwhile (else go round again), so nothing of the session is left behind."""
+        """Delete what the session's links name, then its items, then the head on the
+        condition that no turn was appended meanwhile (else go round again), so nothing
+        of the session is left behind, inside its partition or outside it."""
         head = self._get_head(key)
         if head is None or not head.live(self.clock()):
             return False
         pk = session_pk(key)
         for _attempt in range(MAX_APPEND_ATTEMPTS):
-            self._delete_messages(pk)
+            self._delete_partition(key, pk)
             try:
                 with store_errors():
                     self.client.delete_item(
@@ -458,23 +534,44 @@ class DynamoDBSessionStore:
                 head = self._get_head(key) or head
         raise StoreUnavailable("the session kept changing while it was being deleted")
 
-    def _delete_messages(self, pk: str) -> None:
+    def _delete_partition(self, key: SessionKey, pk: str) -> None:
+        """Every item of the partition but the head; each link's target first."""
         request: dict[str, Any] = {
             "TableName": self.table_name,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": {":pk": string_attr(pk), ":prefix": string_attr(MESSAGE_PREFIX)},
-            "ProjectionExpression": "pk, sk",
+            "KeyConditionExpression": "pk = :pk AND sk < :head",
+            "ExpressionAttributeValues": {":pk": string_attr(pk), ":head": string_attr(HEAD_SK)},
+            "ProjectionExpression": "pk, sk, ref_pk, ref_sk",
             "ConsistentRead": True,
         }
         with store_errors():
             while True:
                 page = self.client.query(**request)
-                keys = [{"pk": item["pk"], "sk": item["sk"]} for item in page.get("Items", [])]
-                for start in range(0, len(keys), 25):
-                    self._batch_delete(keys[start : start + 25])
+                items = page.get("Items", [])
+                for item in items:
+                    if item["sk"]["S"].startswith(LINK_PREFIX) and "ref_pk" in item:
+                        self._delete_link_target(key, item["ref_pk"]["S"], item["ref_sk"]["S"])
+                item_keys = [{"pk": item["pk"], "sk": item["sk"]} for item in items]
+                for start in range(0, len(item_keys), 25):
+                    self._batch_delete(item_keys[start : start + 25])
                 if "LastEvaluatedKey" not in page:
                     return
                 request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _delete_link_target(self, key: SessionKey, target_pk: str, target_sk: str) -> None:
+        """Delete what a link names, if it still belongs to this session: a conversation
+        name may have moved on to a later session (a fork) and is left there."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.delete_item(
+                TableName=self.table_name,
+                Key={"pk": string_attr(target_pk), "sk": string_attr(target_sk)},
+                ConditionExpression="attribute_not_exists(session_id) OR session_id = :session",
+                ExpressionAttributeValues={":session": string_attr(key.session_id)},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
 
     def _batch_delete(self, keys: list[dict[str, Any]]) -> None:
         pending: dict[str, Any] = {self.table_name: [{"DeleteRequest": {"Key": key}} for key in keys]}

@@ -41,33 +41,34 @@ from typing import Any
 
 import anyio
 
-from core.store.base import Head, SessionKey, StoreUnavailable, TurnTooLarge
+from core.store import keys
+from core.store.base import AppendResult, Head, NewTurn, SessionKey, SessionState, StoreUnavailable, TurnTooLarge
 from core.store.dynamodb import (
-    HEAD_SK,
     MAX_ITEM_BYTES,
     DynamoDBSessionStore,
+    ExtraWrite,
     is_expired,
-    message_sk,
-    number_attr,
     parse_head,
     query_newest_first,
     session_pk,
     store_errors,
+)
+from core.store.keys import (
+    CONVERSATION_SK,
+    HEAD_SK,
+    RESPONSE_SK,
+    link_item,
+    message_sk,
+    number_attr,
     string_attr,
 )
 
-RESPONSE_SK = "RESPONSE"
-CONVERSATION_SK = "CONVERSATION"
 _RESPONSE_OVERHEAD_BYTES = 600
 """Bytes of a response item besides its body: keys, names and numbers (generously)."""
 
 
-def response_pk(owner: str, response_id: str) -> str:
-    return f"RESPONSE#{owner}#{response_id}"
-
-
-def conversation_pk(owner: str, name: str) -> str:
-    return f"CONVERSATION#{owner}#{name}"
+response_pk = keys.response_pk
+conversation_pk = keys.conversation_pk
 
 
 def _json(value: Any) -> str:
@@ -179,6 +180,12 @@ class DynamoDBResponseStore:
         await anyio.to_thread.run_sync(self._put_response, owner, response)
 
     def _put_response(self, owner: str, response: StoredResponse) -> None:
+        with store_errors():
+            # Response ids are random: a Put cannot overwrite anyone else's item.
+            self.client.put_item(TableName=self.table_name, Item=self._response_item(owner, response))
+
+    @staticmethod
+    def _response_item(owner: str, response: StoredResponse) -> dict[str, Any]:
         item: dict[str, Any] = {
             "pk": string_attr(response_pk(owner, response.response_id)),
             "sk": string_attr(RESPONSE_SK),
@@ -191,9 +198,74 @@ class DynamoDBResponseStore:
         }
         if response.expires_at is not None:
             item["expires_at"] = number_attr(response.expires_at)
-        with store_errors():
-            # Response ids are random: a Put cannot overwrite anyone else's item.
-            self.client.put_item(TableName=self.table_name, Item=item)
+        return item
+
+    async def append_response(
+        self,
+        key: SessionKey,
+        turn: NewTurn,
+        expected: SessionState | None,
+        *,
+        fresh_session: bool,
+        response: StoredResponse,
+        conversation: str | None,
+        replaces: str | None,
+    ) -> tuple[AppendResult, StoredResponse]:
+        """The turn, the response item and the conversation pointer in ONE transaction,
+        with a link to each in the session partition (so deleting the session deletes
+        them). A failure stores none of them; the pointer's own condition failing (a
+        later response moved the conversation first) stores the rest without it.
+        Returns the append's result and the response as stored (its position)."""
+        stored: list[StoredResponse] = []
+
+        def extras(position: int, expires_at: int | None) -> list[ExtraWrite]:
+            placed = StoredResponse(
+                response_id=response.response_id,
+                session_id=key.session_id,
+                position=position,
+                created_at=response.created_at,
+                expires_at=expires_at,
+                body=response.body,
+            )
+            stored[:] = [placed]
+            session = session_pk(key)
+            item = self._response_item(key.owner, placed)
+            writes = [
+                ExtraWrite({"Put": {"TableName": self.table_name, "Item": item}}),
+                ExtraWrite(
+                    {
+                        "Put": {
+                            "TableName": self.table_name,
+                            "Item": link_item(session, item["pk"]["S"], RESPONSE_SK, expires_at),
+                        }
+                    }
+                ),
+            ]
+            if conversation is not None:
+                pointer = ConversationPointer(
+                    name=conversation,
+                    latest_response_id=response.response_id,
+                    session_id=key.session_id,
+                    position=position,
+                    expires_at=expires_at,
+                )
+                put = self._conversation_put(key.owner, pointer, replaces)
+                writes.append(ExtraWrite({"Put": put}, optional=True))
+                writes.append(
+                    ExtraWrite(
+                        {
+                            "Put": {
+                                "TableName": self.table_name,
+                                "Item": link_item(session, put["Item"]["pk"]["S"], CONVERSATION_SK, expires_at),
+                            }
+                        },
+                        optional=True,
+                    )
+                )
+            return writes
+
+        result = await self.sessions.append(key, turn, expected, fresh_session=fresh_session, extras=extras)
+        return result, stored[0]
 
     async def delete_response(self, owner: str, response_id: str) -> bool:
         return await anyio.to_thread.run_sync(self._delete_response, owner, response_id)
@@ -255,6 +327,18 @@ class DynamoDBResponseStore:
         """
         from botocore.exceptions import BotoCoreError, ClientError
 
+        try:
+            self.client.put_item(**self._conversation_put(owner, pointer, replaces))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise StoreUnavailable("could not update the conversation") from error
+        except BotoCoreError as error:
+            raise StoreUnavailable("could not update the conversation") from error
+        return True
+
+    def _conversation_put(self, owner: str, pointer: ConversationPointer, replaces: str | None) -> dict[str, Any]:
+        """The pointer's conditional Put (see `advance_conversation` for the condition)."""
         now = self.now()
         item: dict[str, Any] = {
             "pk": string_attr(conversation_pk(owner, pointer.name)),
@@ -277,21 +361,13 @@ class DynamoDBResponseStore:
         if replaces is not None:
             condition += " OR latest_response_id = :replaces"
             values[":replaces"] = string_attr(replaces)
-        try:
-            self.client.put_item(
-                TableName=self.table_name,
-                Item=item,
-                ConditionExpression=condition,
-                ExpressionAttributeNames={"#pos": "position"},  # POSITION is a reserved word
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise StoreUnavailable("could not update the conversation") from error
-        except BotoCoreError as error:
-            raise StoreUnavailable("could not update the conversation") from error
-        return True
+        return {
+            "TableName": self.table_name,
+            "Item": item,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#pos": "position"},  # POSITION is a reserved word
+            "ExpressionAttributeValues": values,
+        }
 
     # -- a session "up to a position" ---------------------------------------------
 
