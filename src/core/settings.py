@@ -58,8 +58,11 @@ def _flag(name: str, *, default: bool) -> bool:
     raise ValueError(f"{name} must be on or off, got {raw!r}")
 
 
-def _list(name: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
+def _list(name: str, *, newlines: bool = False) -> tuple[str, ...]:
+    raw = os.environ.get(name, "")
+    if newlines:
+        raw = raw.replace("\r", "\n").replace("\n", ",")
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
 @dataclass(frozen=True)
@@ -74,10 +77,14 @@ class Settings:
     openai_timeout_seconds: int = 600
     echo_delay_ms: int = 0
     api_keys: tuple[str, ...] = ()
+    """Entries `name:key` or plain keys (see `handler.principals` for the format)."""
     api_keys_secret_arn: str | None = None
-    """A Secrets Manager secret holding comma-separated API keys (the deployed setting)."""
+    """A Secrets Manager secret holding the keys in the same form, or JSON (the deployed setting)."""
     api_keys_max_age_seconds: int = 300
     """How long fetched keys are trusted before the secret is read again (rotation)."""
+    api_keys_max_stale_seconds: int = 900
+    """How long after the last successful read the keys still serve while reads fail;
+    past it keyed requests get a 503 (a revoked key must not live on through an outage)."""
     openai_api_key_secret_arn: str | None = None
     cors_origins: tuple[str, ...] = ()
     idempotency_ttl_seconds: int = 86400
@@ -85,6 +92,13 @@ class Settings:
     in_lambda: bool = False
     telemetry: bool = False
     """JSON logs and embedded metrics per request (on by default inside Lambda)."""
+
+    def __post_init__(self) -> None:
+        if self.api_keys_max_stale_seconds < self.api_keys_max_age_seconds:
+            raise ValueError(
+                "API_KEYS_MAX_STALE_SECONDS must be at least API_KEYS_MAX_AGE_SECONDS, got "
+                f"{self.api_keys_max_stale_seconds} < {self.api_keys_max_age_seconds}"
+            )
 
     @property
     def requires_keys(self) -> bool:
@@ -100,6 +114,7 @@ class Settings:
         if provider not in DEFAULT_MODELS:
             raise ValueError(f"MODEL_PROVIDER must be one of {', '.join(DEFAULT_MODELS)}, got {provider!r}")
         models = parse_models(os.environ.get("MODELS", "")) or parse_models(DEFAULT_MODELS[provider])
+        max_age = _int("API_KEYS_MAX_AGE_SECONDS", 300)
         return cls(
             sessions_table=os.environ.get("SESSIONS_TABLE", "").strip() or "threadline-sessions",
             model_provider=provider,
@@ -110,9 +125,11 @@ class Settings:
             openai_api_key=os.environ.get("OPENAI_API_KEY") or None,
             openai_timeout_seconds=_int("OPENAI_TIMEOUT_SECONDS", 600, minimum=1),
             echo_delay_ms=_int("ECHO_DELAY_MS", 0),
-            api_keys=_list("API_KEYS"),
+            api_keys=_list("API_KEYS", newlines=True),
             api_keys_secret_arn=os.environ.get("API_KEYS_SECRET_ARN") or None,
-            api_keys_max_age_seconds=_int("API_KEYS_MAX_AGE_SECONDS", 300),
+            api_keys_max_age_seconds=max_age,
+            # Unset, it follows a raised max age rather than refusing to start.
+            api_keys_max_stale_seconds=_int("API_KEYS_MAX_STALE_SECONDS", max(900, max_age)),
             openai_api_key_secret_arn=os.environ.get("OPENAI_API_KEY_SECRET_ARN") or None,
             cors_origins=_list("CORS_ORIGINS"),
             idempotency_ttl_seconds=_int("IDEMPOTENCY_TTL_SECONDS", 86400, minimum=60),

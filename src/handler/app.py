@@ -44,14 +44,18 @@ def create_app(
     *,
     settings: Settings | None = None,
     keepalive_seconds: float = KEEPALIVE_SECONDS,
+    keyring: KeyRing | None = None,
 ) -> FastAPI:
     """The app; the service is built from the environment on first use unless given.
 
     `settings` (default: the environment's) decide auth and CORS; inside Lambda the
-    app refuses to be created without API keys.
+    app refuses to be created without API keys, and anywhere with an invalid `API_KEYS`
+    (`KeyConfigError`). `keyring` replaces the one built from `settings` (tests give
+    theirs a clock).
     """
     settings = settings or (service.settings if service is not None else get_settings())
     check_startup(settings)
+    keyring = keyring or KeyRing(settings)
     app = FastAPI(title="Threadline", version="0.1.0", summary="OpenAI-compatible chat with server-side sessions")
     started = int(time.time())
     app.state.services = {"chat": service} if service is not None else {}
@@ -126,7 +130,7 @@ def create_app(
     # Outermost last: CORS (preflights never need a key), the error shield, auth,
     # then the body limit, so unauthenticated clients cannot make us read 1 MB.
     app.add_middleware(BodyLimitMiddleware)
-    app.add_middleware(AuthMiddleware, keyring=KeyRing(settings))
+    app.add_middleware(AuthMiddleware, keyring=keyring)
     app.add_middleware(ErrorShieldMiddleware)
     if settings.telemetry:
         app.add_middleware(TelemetryMiddleware)

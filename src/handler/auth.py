@@ -1,27 +1,27 @@
 """API keys and principals: `Authorization: Bearer <key>`, checked in constant time.
 
-Each key is a principal; what a principal owns is keyed by a hash of its key, so
-the key itself is never stored or logged. Keys come from `API_KEYS` locally, or
-from a Secrets Manager secret when deployed (read with Powertools' parameters
-utility and trusted for `API_KEYS_MAX_AGE_SECONDS`, so a rotated key takes effect
-without a redeploy). With no keys at all the service runs open, says so loudly,
-and refuses to start inside Lambda.
+Each key belongs to a principal, the owner of what its requests store: a name given in
+the keys' configuration, or the key's derived name (`handler.principals`). The key
+itself is never stored or logged, only its digest. Keys come from `API_KEYS` locally, or
+from a Secrets Manager secret when deployed (`handler.keyring`: re-read after
+`API_KEYS_MAX_AGE_SECONDS`, never trusted past `API_KEYS_MAX_STALE_SECONDS` while reads
+fail). With no keys at all the service runs open, says so loudly, and refuses to start
+inside Lambda.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import time
 from typing import Any
-
-import anyio
 
 from core.errors import ApiError
 from core.settings import Settings
 from handler.deps import OPEN_PRINCIPAL
+from handler.keyring import KeyRing
 from handler.middleware import send_error
+from handler.principals import KeyConfigError, principal_id
+
+__all__ = ["AuthMiddleware", "KeyConfigError", "KeyRing", "OpenServiceRefused", "check_startup", "principal_id"]
 
 logger = logging.getLogger("threadline.auth")
 
@@ -29,65 +29,8 @@ PUBLIC_PATHS = frozenset({"/", "/health", "/v1/health", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/",)
 
 
-def principal_id(key: str) -> str:
-    """A stable, non-reversible name for the holder of `key`."""
-    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:24]
-
-
-def _digest(value: str) -> bytes:
-    return hashlib.sha256(value.encode()).digest()
-
-
-def match_key(presented: str, keys: tuple[str, ...]) -> str | None:
-    """The key equal to `presented`, compared in constant time: fixed-length digests,
-    and every key is compared whatever the outcome."""
-    presented_digest = _digest(presented)
-    found: str | None = None
-    for key in keys:
-        if hmac.compare_digest(presented_digest, _digest(key)):
-            found = key
-    return found
-
-
 class OpenServiceRefused(RuntimeError):
     """Raised at start inside Lambda when no API key is configured."""
-
-
-class KeyRing:
-    def __init__(self, settings: Settings, *, clock: Any = time.monotonic) -> None:
-        self.static_keys = settings.api_keys
-        self.secret_arn = settings.api_keys_secret_arn
-        self.max_age = settings.api_keys_max_age_seconds
-        self.clock = clock
-        self._cached: tuple[str, ...] = ()
-        self._fetched_at: float | None = None
-
-    @property
-    def open(self) -> bool:
-        return not self.static_keys and not self.secret_arn
-
-    async def keys(self) -> tuple[str, ...]:
-        if not self.secret_arn:
-            return self.static_keys
-        fresh = self._fetched_at is not None and self.clock() - self._fetched_at < self.max_age
-        if not fresh:
-            self._cached = await anyio.to_thread.run_sync(self._fetch)
-            self._fetched_at = self.clock()
-        return self._cached
-
-    def _fetch(self) -> tuple[str, ...]:
-        from aws_lambda_powertools.utilities import parameters
-
-        assert self.secret_arn is not None
-        try:
-            value = parameters.get_secret(self.secret_arn, max_age=0)
-        except Exception:
-            logger.exception("could not read the API keys secret")
-            if self._cached:
-                return self._cached  # keep serving with the keys we had
-            raise ApiError(503, "The service cannot check API keys right now.", code="service_unavailable") from None
-        text = value.decode() if isinstance(value, bytes) else str(value)
-        return tuple(key.strip() for key in text.replace("\n", ",").split(",") if key.strip())
 
 
 def check_startup(settings: Settings) -> None:
@@ -126,14 +69,14 @@ class AuthMiddleware:
             await self._refuse(send, "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
             return
         try:
-            key = match_key(presented, await self.keyring.keys())
+            principal = (await self.keyring.table()).principal_for(presented)
         except ApiError as error:
             await send_error(send, error)
             return
-        if key is None:
+        if principal is None:
             await self._refuse(send, "Incorrect API key provided.")
             return
-        state["principal"] = principal_id(key)
+        state["principal"] = principal
         await self.app(scope, receive, send)
 
     @staticmethod

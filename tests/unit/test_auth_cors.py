@@ -14,7 +14,8 @@ from core.providers.echo import EchoProvider
 from core.settings import Settings
 from core.store.dynamodb import DynamoDBSessionStore
 from handler.app import create_app
-from handler.auth import KeyRing, OpenServiceRefused, check_startup, match_key, principal_id
+from handler.auth import KeyRing, OpenServiceRefused, check_startup, principal_id
+from handler.principals import parse_entries
 from tests.schemas import validate
 
 HEADER = "X-Hermes-Session-Id"
@@ -74,11 +75,12 @@ async def test_each_key_is_its_own_principal(keyed: httpx.AsyncClient) -> None:
     assert theirs.json()["choices"][0]["message"]["content"] == "Echo: other (I was given 1 message.)"
 
 
-def test_keys_match_in_constant_time_over_every_key() -> None:
-    keys = ("alpha", "beta", "gamma")
-    assert match_key("beta", keys) == "beta"
-    assert match_key("bet", keys) is None
-    assert match_key("", keys) is None
+def test_keys_match_their_principal_over_every_key() -> None:
+    table = parse_entries(("alpha", "ops:beta", "gamma"))
+    assert table.principal_for("beta") == "ops"
+    assert table.principal_for("alpha") == principal_id("alpha")
+    assert table.principal_for("bet") is None
+    assert table.principal_for("") is None
     assert principal_id("alpha") != principal_id("beta")
     assert "alpha" not in principal_id("alpha")
 
@@ -93,12 +95,14 @@ async def test_keys_from_the_secret_follow_rotation_after_their_max_age(monkeypa
         arn = secrets.create_secret(Name="threadline-keys", SecretString="first-key")["ARN"]
         now = [1000.0]
         ring = KeyRing(Settings(api_keys_secret_arn=arn, api_keys_max_age_seconds=300), clock=lambda: now[0])
-        assert await ring.keys() == ("first-key",)
+        assert (await ring.table()).principal_for("first-key") == principal_id("first-key")
         secrets.put_secret_value(SecretId=arn, SecretString="second-key, third-key")
         now[0] += 299
-        assert await ring.keys() == ("first-key",)  # cached per container
+        assert (await ring.table()).principal_for("first-key") is not None  # cached per container
         now[0] += 2
-        assert await ring.keys() == ("second-key", "third-key")
+        table = await ring.table()
+        assert table.principal_for("first-key") is None
+        assert table.principal_for("third-key") == principal_id("third-key")
 
 
 def test_running_open_warns_and_lambda_refuses(caplog: pytest.LogCaptureFixture) -> None:
