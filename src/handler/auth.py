@@ -20,6 +20,7 @@ import anyio
 
 from core.errors import ApiError
 from core.settings import Settings
+from handler import lifecycle
 from handler.deps import OPEN_PRINCIPAL
 from handler.middleware import send_error
 
@@ -61,6 +62,12 @@ class KeyRing:
         self.clock = clock
         self._cached: tuple[str, ...] = ()
         self._fetched_at: float | None = None
+        lifecycle.after_restore(self.forget)
+
+    def forget(self) -> None:
+        """Drop the keys read from the secret: after a SnapStart restore they are read again."""
+        self._cached = ()
+        self._fetched_at = None
 
     @property
     def open(self) -> bool:
