@@ -21,6 +21,7 @@ import anyio
 
 from core.errors import ApiError
 from core.settings import Settings
+from handler import lifecycle
 from handler.principals import KeyConfigError, KeyTable, parse_entries, parse_secret
 
 logger = logging.getLogger("threadline.auth")
@@ -82,10 +83,20 @@ class KeyRing:
         self.max_stale = settings.api_keys_max_stale_seconds
         self.clock = clock
         self.retry_seconds = retry_seconds
+        self._own_reader = read_secret is None
         self._read = read_secret or (read_secret_with_botocore(self.secret_arn) if self.secret_arn else None)
         self._lock = threading.Lock()  # one read in flight, whatever event loop or thread asks
         self._last: tuple[KeyTable, float] | None = None  # the last good table, and when it was read
         self._retry_at = float("-inf")
+        lifecycle.after_restore(self.forget)
+
+    def forget(self) -> None:
+        """Drop the keys read from the secret: after a SnapStart restore they are read again
+        (the snapshot may be hours old, and a key revoked since must not be served)."""
+        self._last = None
+        self._retry_at = float("-inf")
+        if self._own_reader and self.secret_arn:
+            self._read = read_secret_with_botocore(self.secret_arn)  # a new client, new credentials
 
     @property
     def open(self) -> bool:

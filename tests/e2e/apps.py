@@ -116,3 +116,35 @@ async def fails_before_start(scope: Scope, receive: Any, send: Any) -> None:
 
 async def no_response(scope: Scope, receive: Any, send: Any) -> None:
     return
+
+
+async def oversized_headers(scope: Scope, receive: Any, send: Any) -> None:
+    """Headers over API Gateway's 16 KB prelude, then a body; says whether it was told to stop."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/event-stream"),
+                (b"access-control-allow-origin", b"https://chat.example"),
+                (b"x-debug-trace", b"t" * 17_000),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"data: secret-body\n\n", "more_body": True})
+    await receive()  # the request body
+    message = await asyncio.wait_for(receive(), timeout=5)
+    print(f"oversized_headers app received {message['type']}", flush=True)
+    await send({"type": "http.response.body", "body": b"data: more\n\n"})
+
+
+async def prelude_at_the_limit(scope: Scope, receive: Any, send: Any) -> None:
+    """Headers that make the prelude and its delimiter exactly 16 KB: still sent as they are."""
+    from handler.streaming.asgi import PRELUDE_LIMIT, encode_prelude
+
+    base = [(b"content-type", b"text/plain")]
+    size = len(encode_prelude(200, [*base, (b"x-pad", b"")]))
+    headers = [*base, (b"x-pad", b"p" * (PRELUDE_LIMIT - size))]
+    assert len(encode_prelude(200, headers)) == PRELUDE_LIMIT
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"fits"})

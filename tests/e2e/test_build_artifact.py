@@ -35,6 +35,7 @@ RUNTIME_DEPENDENCIES = [
     "aws_lambda_powertools",
     "openai",
     "anyio",
+    "h11",  # the streaming runtime's HTTP/1.1
 ]
 ELF_MACHINES = {183: "aarch64", 62: "x86_64"}
 ZIP_EPOCH = time.mktime((1980, 1, 1, 0, 0, 0, 0, 0, -1))

@@ -9,6 +9,7 @@ import platform
 import sys
 from pathlib import Path
 
+import h11
 import pytest
 
 from handler.streaming.asgi import encode_prelude
@@ -40,13 +41,20 @@ def test_the_prelude_is_json_then_eight_nuls() -> None:
 
 def test_an_error_report_cannot_break_the_trailer_framing() -> None:
     report = ErrorReport("Function.Bad\r\nInjected: yes", "ValueError", "line one\r\nline two")
-    trailers = report.trailers().decode("latin-1")
-    lines = trailers.split("\r\n")
-    assert len(lines) == 3 and lines[-1] == ""
-    assert lines[0] == "Lambda-Runtime-Function-Error-Type: Function.Bad__Injected: yes"
-    name, _, value = lines[1].partition(": ")
-    assert name == "Lambda-Runtime-Function-Error-Body"
-    assert json.loads(base64.b64decode(value))["errorMessage"] == "line one\r\nline two"
+    # Framed as the runtime frames them (h11), then parsed back by h11 as a server would.
+    client = h11.Connection(h11.CLIENT)
+    head = h11.Request(method="POST", target="/r", headers=[("Host", "x"), ("Transfer-Encoding", "chunked")])
+    wire = client.send(head) + client.send(h11.EndOfMessage(headers=report.trailers()))  # type: ignore[operator]
+    server = h11.Connection(h11.SERVER)
+    server.receive_data(wire)
+    events = [server.next_event() for _ in range(2)]
+    end = events[-1]
+    assert isinstance(end, h11.EndOfMessage)
+    trailers = {name.decode(): value.decode() for name, value in end.headers}
+    assert trailers["lambda-runtime-function-error-type"] == "Function.Bad__Injected: yes"
+    assert set(trailers) == {"lambda-runtime-function-error-type", "lambda-runtime-function-error-body"}
+    body = base64.b64decode(trailers["lambda-runtime-function-error-body"], validate=True)
+    assert json.loads(body)["errorMessage"] == "line one\r\nline two"
 
 
 def test_an_error_report_without_details_names_only_the_class() -> None:

@@ -301,3 +301,48 @@ def test_the_context_and_trace_id_the_app_sees(api: FakeRuntimeAPI, tmp_path: Pa
         # The next invocation has no trace header: the old one is not left behind.
         untraced = served(api, rest_event("GET", "/__probe"), trace_id=None)
         assert payload_json(untraced)["trace_id"] is None
+
+
+def test_headers_over_the_16_kb_prelude_become_a_clear_500_before_the_first_byte(
+    api: FakeRuntimeAPI, tmp_path: Path
+) -> None:
+    """API Gateway fails a response whose prelude is over 16 KB; the client gets a
+    small valid prelude and an OpenAI-shaped 500 instead, and the app is stopped."""
+    with RuntimeProcess(
+        api.address, app="tests.e2e.apps:oversized_headers", log_path=tmp_path / "runtime.log"
+    ) as runtime:
+        invocation = served(api, rest_event("GET", "/v1/chat/completions"))
+        response = invocation.response
+        assert response is not None and invocation.error is None, runtime.log()
+        assert_streaming_request(response)
+        assert len(response.chunks[0].data) < 1024  # the prelude that was sent is small
+        prelude, payload = response.split()
+        assert prelude["statusCode"] == 500
+        assert prelude["headers"] == {
+            "content-type": "application/json",
+            "access-control-allow-origin": "https://chat.example",
+        }
+        error = json.loads(payload)["error"]
+        assert error["type"] == "server_error" and error["code"] == "response_headers_too_large"
+        assert "16,384" in error["message"]
+        assert b"secret-body" not in response.body and b"ttttt" not in response.body
+        assert response.trailers == {}
+        # The app was told nobody reads its answer; the log names the culprit (not its value).
+        deadline = time.monotonic() + 10
+        while "app received" not in runtime.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log = runtime.log()
+        assert "oversized_headers app received http.disconnect" in log
+        assert "x-debug-trace (17,000 bytes)" in log and "[ERROR]" in log
+        assert "ttttt" not in log
+        # The process goes on serving.
+        assert served(api, rest_event("GET", "/")).response is not None
+
+
+def test_a_prelude_of_exactly_16_kb_is_sent_as_it_is(api: FakeRuntimeAPI, tmp_path: Path) -> None:
+    with RuntimeProcess(api.address, app="tests.e2e.apps:prelude_at_the_limit", log_path=tmp_path / "runtime.log"):
+        response = served(api, rest_event("GET", "/")).response
+        assert response is not None
+        assert len(response.chunks[0].data) == 16 * 1024
+        prelude, payload = response.split()
+        assert prelude["statusCode"] == 200 and payload == b"fits"

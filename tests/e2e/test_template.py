@@ -147,13 +147,14 @@ def test_every_contract_route_is_wired_to_the_streaming_integration(cfn: dict[st
         assert integration["responseTransferMode"] == "STREAM"
         assert integration["timeoutInMillis"] == 900000
         uri = integration["uri"]["Fn::Sub"]
-        assert uri.endswith("/2021-11-15/functions/${ThreadlineFunction.Arn}/response-streaming-invocations")
+        # The alias AutoPublishAlias moves to each published version (SnapStart needs one).
+        assert uri.endswith("/2021-11-15/functions/${ThreadlineFunctionAliaslive}/response-streaming-invocations")
         # API Gateway may invoke the function for this route: a permission's SourceArn matches.
         invoked = f"arn:aws:execute-api:us-east-1:123456789012:API/{stage_name}/{method}{path}"
         allowed = []
         for permission in permissions:
             assert permission["Action"] == "lambda:InvokeFunction"
-            assert permission["FunctionName"] == {"Ref": "ThreadlineFunction"}
+            assert permission["FunctionName"] == {"Ref": "ThreadlineFunctionAliaslive"}
             pattern, names = permission["SourceArn"]["Fn::Sub"]
             assert names["__ApiId__"] == {"Ref": "ThreadlineApi"}
             arn = pattern.replace("${AWS::Region}", "us-east-1").replace("${AWS::AccountId}", "123456789012")
@@ -454,3 +455,31 @@ def test_xray_tracing_is_a_template_option(cfn: dict[str, Any], tracing: str, mo
     assert function["TracingConfig"] == {"Mode": mode}
     stages = [resolver.resolve(r["Properties"]) for r in resources_of(cfn, "AWS::ApiGateway::Stage").values()]
     assert [s["TracingEnabled"] for s in stages] == [stage]
+
+
+def _rule_holds(cfn: dict[str, Any], name: str, parameters: dict[str, str]) -> bool:
+    """Whether CloudFormation lets the stack through rule `name` with these parameters."""
+    resolver = Resolver(cfn, parameters)
+    rule = cfn["Rules"][name]
+    if not resolver.evaluate(rule["RuleCondition"]):
+        return True
+    return all(resolver.evaluate(assertion["Assert"]) for assertion in rule["Assertions"])
+
+
+def test_snapstart_is_an_option_for_python_3_12_and_later(cfn: dict[str, Any]) -> None:
+    assert cfn["Parameters"]["SnapStart"]["Default"] == "off"
+    function = cfn["Resources"]["ThreadlineFunction"]["Properties"]
+    for setting, apply_on in [("off", "None"), ("on", "PublishedVersions")]:
+        resolved = Resolver(cfn, {"SnapStart": setting, "PythonRuntime": "python3.12"}).resolve(function)
+        assert resolved["SnapStart"] == {"ApplyOn": apply_on}
+    # A version is published and the alias `live` follows it; the API invokes the alias.
+    (alias,) = resources_of(cfn, "AWS::Lambda::Alias").values()
+    assert alias["Properties"]["Name"] == "live"
+    assert alias["Properties"]["FunctionName"] == {"Ref": "ThreadlineFunction"}
+    assert len(resources_of(cfn, "AWS::Lambda::Version")) == 1
+    # CloudFormation refuses SnapStart with python3.11 (Lambda supports it from 3.12).
+    rule = "SnapStartNeedsPython312"
+    assert not _rule_holds(cfn, rule, {"SnapStart": "on", "PythonRuntime": "python3.11"})
+    for runtime in ("python3.12", "python3.13", "python3.14"):
+        assert _rule_holds(cfn, rule, {"SnapStart": "on", "PythonRuntime": runtime})
+    assert _rule_holds(cfn, rule, {"SnapStart": "off", "PythonRuntime": "python3.11"})

@@ -10,6 +10,14 @@ it: an SSE frame leaves the function when the app emits it.
   (status and headers are final by then), so headers such as
   `X-Hermes-Session-Id` reach the client before the first body byte.
 - An exception before that is reported to `.../error` (API Gateway answers 502).
+- Headers that would make the prelude larger than API Gateway reads (16 KB with
+  its delimiter; a larger one fails the whole response) are the app's fault,
+  caught before the first byte: the client gets a small valid prelude, a 500
+  and an OpenAI-shaped error (`code: "response_headers_too_large"`), the log
+  names the largest headers, and the app is told `http.disconnect` so it stops
+  (a chat turn nobody receives is not stored). A 500 with a body rather than a
+  report to `.../error`, because `.../error` becomes API Gateway's generic 502
+  (or a Function URL's raw error), which tells the client nothing it can act on.
 - An exception after it ends the stream with the error trailers; the exception's
   text stays in the function's logs (a trailer may be forwarded to a client).
 - `receive()` gives the request body once, then waits until the response is over
@@ -49,6 +57,8 @@ API Gateway frame the streamed body themselves (`content-length` included)."""
 
 PRELUDE_LIMIT = 16 * 1024
 """API Gateway needs the prelude and its delimiter within the first 16 KB."""
+KEPT_ON_OVERSIZE = ("access-control-", "vary")
+"""Headers kept on the error that replaces an oversized prelude, so a browser can read it."""
 
 
 def encode_prelude(status: int, raw_headers: Iterable[tuple[bytes, bytes] | list[bytes]]) -> bytes:
@@ -70,6 +80,31 @@ def encode_prelude(status: int, raw_headers: Iterable[tuple[bytes, bytes] | list
     return prelude.encode() + PRELUDE_DELIMITER
 
 
+def oversized_prelude_error(size: int, raw_headers: Iterable[tuple[bytes, bytes] | list[bytes]]) -> tuple[bytes, bytes]:
+    """The prelude and body of the 500 that replaces a response whose prelude is `size` bytes."""
+    kept = [
+        (bytes(name), bytes(value))
+        for name, value in raw_headers
+        if bytes(name).decode("latin-1").lower().startswith(KEPT_ON_OVERSIZE)
+    ]
+    headers = [(b"content-type", b"application/json"), *kept]
+    prelude = encode_prelude(500, headers)
+    if len(prelude) > PRELUDE_LIMIT:  # the kept headers alone are too large: drop them
+        prelude = encode_prelude(500, headers[:1])
+    message = (
+        f"The response's headers are too large to send ({size:,} bytes of status and headers; "
+        f"API Gateway accepts at most {PRELUDE_LIMIT:,}). This is a fault of the service, not of the request."
+    )
+    error = {"message": message, "type": "server_error", "param": None, "code": "response_headers_too_large"}
+    return prelude, json.dumps({"error": error}, separators=(",", ":")).encode()
+
+
+def _largest_headers(raw_headers: Iterable[tuple[bytes, bytes] | list[bytes]]) -> str:
+    """The names and sizes of the largest headers (never their values: they may be secrets)."""
+    sizes = sorted(((len(bytes(value)), bytes(name).decode("latin-1")) for name, value in raw_headers), reverse=True)
+    return ", ".join(f"{name} ({size:,} bytes)" for size, name in sizes[:5])
+
+
 @dataclass
 class Outcome:
     """What happened to one invocation, for the runtime's log line."""
@@ -79,7 +114,8 @@ class Outcome:
     chunks_sent: int = 0
     error: str | None = None
     reported_to: str | None = None
-    """`error` (the `/error` endpoint), `trailers`, or None when all went well."""
+    """`error` (the `/error` endpoint), `trailers`, `response` (a 500 in place of the
+    app's), or None when all went well."""
     client_gone: bool = False
     """The stream was cut before its end (the app was told `http.disconnect`)."""
 
@@ -114,9 +150,11 @@ class StreamingHTTPCycle:
             if self.stream is not None:
                 raise RuntimeError("http.response.start sent twice")
             status = int(message["status"])
-            prelude = encode_prelude(status, message.get("headers") or [])
+            raw_headers = list(message.get("headers") or [])
+            prelude = encode_prelude(status, raw_headers)
             if len(prelude) > PRELUDE_LIMIT:
-                logger.warning("The prelude is %d bytes: API Gateway reads only the first 16 KB", len(prelude))
+                await self._refuse_oversized(status, raw_headers, len(prelude))
+                return
             self.stream = await self.api.open_stream(self.request_id, prelude, on_lost=self._client_gone)
             self.outcome.status = status
         elif kind == "http.response.body":
@@ -128,6 +166,25 @@ class StreamingHTTPCycle:
             if not message.get("more_body", False):
                 self._body_done = True
                 self._disconnected.set()
+
+    async def _refuse_oversized(self, status: int, raw_headers: list[Any], size: int) -> None:
+        """Answer a 500 in place of a response API Gateway would fail, and stop the app."""
+        logger.error(
+            "The app's %d response has %d bytes of status and headers, over API Gateway's %d: "
+            "answered 500 instead. Largest headers: %s",
+            status,
+            size,
+            PRELUDE_LIMIT,
+            _largest_headers(raw_headers),
+        )
+        prelude, body = oversized_prelude_error(size, raw_headers)
+        self.stream = await self.api.open_stream(self.request_id, prelude, on_lost=self._client_gone)
+        await self.stream.write(body)
+        self.outcome.status = 500
+        self.outcome.error = "ResponseHeadersTooLarge"
+        self.outcome.reported_to = "response"
+        self._body_done = True  # the app's own body is dropped
+        self._disconnected.set()  # and the app is told nobody reads it
 
     async def run(self, app: ASGIApp) -> Outcome:
         started = time.perf_counter()

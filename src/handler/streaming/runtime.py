@@ -11,6 +11,14 @@ Init (once per execution environment, before the first `/next`):
 Any failure there is POSTed to `/runtime/init/error` and the process exits, as AWS
 asks (https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html#runtimes-api-initerror).
 
+SnapStart (`AWS_LAMBDA_INITIALIZATION_TYPE=snap-start`, Python 3.12 and later, on
+published versions): init runs when the version is published, then the runtime calls
+`GET /runtime/restore/next`; Lambda snapshots the process while that call waits and
+answers it in each environment restored from the snapshot. The runtime then runs the
+after-restore hooks (`handler.lifecycle`: cached AWS clients, credentials and secrets
+dropped, `random` reseeded); a hook that fails is POSTed to `/runtime/restore/error`
+(`Runtime.AfterRestoreError`) and the process exits. Only then does it ask for events.
+
 Then, for each event from `/runtime/invocation/next`: the context is built from the
 invocation's headers, the trace header is exported as `_X_AMZN_TRACE_ID`, Mangum's
 handlers turn the event into an ASGI scope, and `StreamingHTTPCycle` streams the
@@ -35,13 +43,22 @@ from typing import Any, cast
 
 from handler.streaming.asgi import ASGIApp, StreamingHTTPCycle
 from handler.streaming.context import LambdaContext
-from handler.streaming.runtime_api import ContainerError, ErrorReport, Invocation, RuntimeAPI
+from handler.streaming.runtime_api import (
+    AFTER_RESTORE_ERROR,
+    ContainerError,
+    ErrorReport,
+    Invocation,
+    RuntimeAPI,
+    RuntimeAPIError,
+)
 
 logger = logging.getLogger("threadline.runtime")
 
 APP_VARIABLE = "THREADLINE_ASGI_APP"
 DEFAULT_APP = "handler.app:app"
 TRACE_VARIABLE = "_X_AMZN_TRACE_ID"
+INIT_TYPE_VARIABLE = "AWS_LAMBDA_INITIALIZATION_TYPE"
+SNAP_START = "snap-start"
 BUILD_INFO_FILE = "threadline-build.json"
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("aws_request_id", default="")
@@ -217,12 +234,34 @@ async def run(address: str, *, app_spec: str | None = None, max_invocations: int
         return 1
     logger.info("Init done in %.0f ms; serving with response streaming", (time.perf_counter() - started) * 1000)
     runtime = Runtime(api, app)
+    if os.environ.get(INIT_TYPE_VARIABLE) == SNAP_START and not await restore(api):
+        return 1
     try:
         await runtime.serve(max_invocations)
     except ContainerError as error:
         logger.error("Stopping: %s", error)
         return 1
     return 0
+
+
+async def restore(api: RuntimeAPI) -> bool:
+    """SnapStart: wait for the restore, then run the after-restore hooks; False if they failed."""
+    from handler.lifecycle import run_after_restore
+
+    try:
+        await api.restore_next()
+    except RuntimeAPIError as error:
+        logger.error("Stopping: %s", error)
+        return False
+    started = time.perf_counter()
+    try:
+        count = run_after_restore()
+    except Exception as error:
+        logger.exception("An after-restore hook failed")
+        await api.post_restore_error(ErrorReport.from_exception(error, AFTER_RESTORE_ERROR))
+        return False
+    logger.info("Restored from the snapshot; %d hooks ran in %.1f ms", count, (time.perf_counter() - started) * 1000)
+    return True
 
 
 def main() -> None:

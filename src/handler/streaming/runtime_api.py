@@ -1,10 +1,13 @@
-"""A client of the Lambda Runtime API, in plain HTTP/1.1 over asyncio streams.
+"""A client of the Lambda Runtime API: HTTP/1.1 over asyncio streams, framed by h11.
 
-Python's `http.client` cannot be used for the streamed response: it always ends a
-chunked body with its own terminator, so it cannot send trailers, and it buffers.
-So requests are framed here by hand; each one uses a connection of its own and
-closes it when done (AWS asks a streaming runtime to close the connection after it
-has written the response).
+h11 (a maintained, sans-I/O HTTP/1.1 implementation; already in the function's
+package as a dependency of httpx, which the `openai` package uses) parses every
+answer and frames every request: the chunked body of a streamed response and its
+trailers included. Python's `http.client` cannot be used for the streamed
+response: it always ends a chunked body with its own terminator, so it cannot
+send trailers, and it buffers. Each request uses a connection of its own and
+closes it when done (AWS asks a streaming runtime to close the connection after
+it has written the response).
 
 Protocol, as AWS documents it:
 
@@ -21,6 +24,11 @@ Protocol, as AWS documents it:
   the trailers `Lambda-Runtime-Function-Error-Type` and
   `Lambda-Runtime-Function-Error-Body` (base64), declared in a `Trailer` header at
   the start of the request; `.../error` is only allowed before the response began.
+- SnapStart (https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html#runtimes-api-restore):
+  after init, `GET /2018-06-01/runtime/restore/next` returns (200) once the
+  snapshot was restored in a new execution environment; a failure of the
+  after-restore hooks goes to `POST /2018-06-01/runtime/restore/error` with the
+  error type `Runtime.AfterRestoreError` (as AWS's Python runtime client sends it).
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import h11
+
 logger = logging.getLogger("threadline.runtime")
 
 API_VERSION = "2018-06-01"
@@ -44,11 +54,11 @@ ERROR_BODY_TRAILER = "Lambda-Runtime-Function-Error-Body"
 HTTP_INTEGRATION_CONTENT_TYPE = "application/vnd.awslambda.http-integration-response"
 PRELUDE_DELIMITER = b"\x00" * 8
 USER_AGENT = "threadline-streaming-runtime/1"
+AFTER_RESTORE_ERROR = "Runtime.AfterRestoreError"
 
 _HEAD_LIMIT = 64 * 1024
 """Largest response head (status line and headers) accepted from the Runtime API."""
-_STREAM_LIMIT = 8 * 1024 * 1024
-"""asyncio's reader buffer limit; event bodies are read with `readexactly`, not lines."""
+_READ_SIZE = 64 * 1024
 
 
 class RuntimeAPIError(Exception):
@@ -105,16 +115,15 @@ class ErrorReport:
             separators=(",", ":"),
         ).encode()
 
-    def trailers(self) -> bytes:
+    def trailers(self) -> list[tuple[str, str]]:
         """The error as HTTP trailers: `Error-Body` is base64 so no byte can break the framing."""
         body = base64.b64encode(self.payload()).decode("ascii")
-        category = _header_value(self.category)
-        return f"{ERROR_TYPE_HEADER}: {category}\r\n{ERROR_BODY_TRAILER}: {body}\r\n".encode("latin-1")
+        return [(ERROR_TYPE_HEADER, _header_value(self.category)), (ERROR_BODY_TRAILER, body)]
 
 
 def _header_value(value: str) -> str:
     """A value safe on one header line (no CR, LF or non-latin-1 characters)."""
-    cleaned = "".join(ch if " " <= ch <= "~" else "_" for ch in value)
+    cleaned = "".join(ch if " " <= ch <= "~" else "_" for ch in value).strip()
     return cleaned or "Unknown"
 
 
@@ -125,41 +134,36 @@ class _Response:
     body: bytes
 
 
-async def _read_response(reader: asyncio.StreamReader, path: str) -> _Response:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as error:
-        raise ConnectionError(f"the Runtime API closed the connection before answering {path}") from error
-    if len(head) > _HEAD_LIMIT:
-        raise RuntimeAPIError(0, path, b"response head too large")
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[1].isdigit():
-        raise RuntimeAPIError(0, path, lines[0].encode("latin-1"))
+async def _read_response(reader: asyncio.StreamReader, conn: h11.Connection, path: str) -> _Response:
+    """The answer on `conn`, parsed by h11 (a malformed one is a `RuntimeAPIError`)."""
+    status = 0
     headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    if "content-length" in headers:
-        body = await reader.readexactly(int(headers["content-length"]))
-    elif "chunked" in headers.get("transfer-encoding", "").lower():
-        body = await _read_chunked(reader)
-    else:
-        body = await reader.read()
-    return _Response(int(parts[1]), headers, body)
-
-
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
     pieces: list[bytes] = []
-    while True:
-        size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip(), 16)
-        if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers, if any
-                pass
-            return b"".join(pieces)
-        pieces.append(await reader.readexactly(size))
-        await reader.readexactly(2)
+    try:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await reader.read(_READ_SIZE)
+                if not data and status == 0 and not conn.trailing_data[0]:
+                    raise ConnectionError(f"the Runtime API closed the connection before answering {path}")
+                conn.receive_data(data)
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers}
+            elif isinstance(event, h11.Data):
+                pieces.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                return _Response(status, headers, b"".join(pieces))
+            elif isinstance(event, h11.ConnectionClosed):
+                break
+    except h11.RemoteProtocolError as error:
+        raise RuntimeAPIError(0, path, str(error).encode()) from error
+    raise ConnectionError(f"the Runtime API closed the connection before answering {path}")
+
+
+def _request_head(address: str, method: str, path: str, headers: dict[str, str]) -> h11.Request:
+    fields = [("Host", address), ("User-Agent", USER_AGENT), *headers.items(), ("Connection", "close")]
+    return h11.Request(method=method, target=path, headers=fields)
 
 
 class ResponseStream:
@@ -179,18 +183,20 @@ class ResponseStream:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        conn: h11.Connection,
         path: str,
         on_lost: Callable[[], None] | None = None,
     ) -> None:
         self._reader = reader
         self._writer = writer
+        self._conn = conn
         self._path = path
         self._on_lost = on_lost
         self.bytes_sent = 0
         self.chunks_sent = 0
         self.broken: BaseException | None = None
         self.finished = False
-        self._answer: asyncio.Task[_Response] = asyncio.ensure_future(_read_response(reader, path))
+        self._answer: asyncio.Task[_Response] = asyncio.ensure_future(_read_response(reader, conn, path))
         self._answer.add_done_callback(self._answered)
 
     @property
@@ -221,7 +227,7 @@ class ResponseStream:
     async def write(self, data: bytes) -> None:
         if not data or self.broken is not None or self.finished:
             return  # an empty chunk would end the body: never send one
-        self._writer.writelines((b"%X\r\n" % len(data), data, b"\r\n"))
+        self._writer.write(self._conn.send(h11.Data(data=data)) or b"")
         try:
             await self._writer.drain()
         except (ConnectionError, OSError) as error:
@@ -238,13 +244,14 @@ class ResponseStream:
         try:
             if self.broken is not None:
                 return None
-            self._writer.write(b"0\r\n" + (error.trailers() if error is not None else b"") + b"\r\n")
+            end = h11.EndOfMessage(headers=error.trailers() if error is not None else [])
+            self._writer.write(self._conn.send(end) or b"")
             await self._writer.drain()
             response = await self._answer
             if response.status >= 300:
                 logger.error("The Runtime API refused the streamed response: %s %r", response.status, response.body)
             return response.status
-        except (ConnectionError, OSError) as lost:
+        except (ConnectionError, OSError, RuntimeAPIError) as lost:
             logger.warning("The Runtime API connection was lost while ending the stream: %s", lost)
             return None
         finally:
@@ -269,31 +276,29 @@ class RuntimeAPI:
         self.host = host.strip("[]")
         self.port = int(port)
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_connection(self.host, self.port, limit=_STREAM_LIMIT)
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, h11.Connection]:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
         sock = writer.get_extra_info("socket")
         if sock is not None:
             # Every chunk goes out when it is written, never held back by Nagle.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return reader, writer
-
-    def _head(self, method: str, path: str, headers: dict[str, str]) -> bytes:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.address}", f"User-Agent: {USER_AGENT}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        lines.append("Connection: close")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return reader, writer, h11.Connection(h11.CLIENT, max_incomplete_event_size=_HEAD_LIMIT)
 
     async def _request(
         self, method: str, path: str, *, headers: dict[str, str] | None = None, body: bytes = b""
     ) -> _Response:
-        reader, writer = await self._connect()
+        reader, writer, conn = await self._connect()
         try:
             all_headers = dict(headers or {})
             if method != "GET":
                 all_headers["Content-Length"] = str(len(body))
-            writer.write(self._head(method, path, all_headers) + body)
+            out = conn.send(_request_head(self.address, method, path, all_headers)) or b""
+            if body:
+                out += conn.send(h11.Data(data=body)) or b""
+            out += conn.send(h11.EndOfMessage()) or b""
+            writer.write(out)
             await writer.drain()
-            response = await _read_response(reader, path)
+            response = await _read_response(reader, conn, path)
         finally:
             await _close(writer)
         if response.status >= 500:
@@ -313,7 +318,7 @@ class RuntimeAPI:
         deadline = headers.get("lambda-runtime-deadline-ms", "")
         return Invocation(
             request_id=request_id,
-            deadline_ms=int(deadline) if deadline.isdigit() else 0,
+            deadline_ms=int(deadline) if deadline.isascii() and deadline.isdigit() else 0,
             invoked_function_arn=headers.get("lambda-runtime-invoked-function-arn", ""),
             body=response.body,
             trace_id=headers.get("lambda-runtime-trace-id") or None,
@@ -321,6 +326,13 @@ class RuntimeAPI:
             cognito_identity=headers.get("lambda-runtime-cognito-identity") or None,
             tenant_id=headers.get("lambda-runtime-aws-tenant-id") or None,
         )
+
+    async def restore_next(self) -> None:
+        """SnapStart: wait until this environment was restored from the snapshot."""
+        path = f"/{API_VERSION}/runtime/restore/next"
+        response = await self._request("GET", path)
+        if response.status != 200:
+            raise RuntimeAPIError(response.status, path, response.body)
 
     async def post_error(self, request_id: str, error: ErrorReport) -> int:
         """Report a failed invocation (only before its response began)."""
@@ -330,6 +342,10 @@ class RuntimeAPI:
     async def post_init_error(self, error: ErrorReport) -> int:
         """Report that the function could not start."""
         return await self._post_error(f"/{API_VERSION}/runtime/init/error", error)
+
+    async def post_restore_error(self, error: ErrorReport) -> int:
+        """SnapStart: report that the after-restore hooks failed."""
+        return await self._post_error(f"/{API_VERSION}/runtime/restore/error", error)
 
     async def _post_error(self, path: str, error: ErrorReport) -> int:
         headers = {"Content-Type": "application/json", ERROR_TYPE_HEADER: _header_value(error.category)}
@@ -344,7 +360,8 @@ class RuntimeAPI:
         """Start the streamed response: the request head and the prelude's chunk, at once.
         `on_lost` is called if the stream is cut before it ends (see `ResponseStream`)."""
         path = f"/{API_VERSION}/runtime/invocation/{request_id}/response"
-        head = self._head(
+        head = _request_head(
+            self.address,
             "POST",
             path,
             {
@@ -354,11 +371,11 @@ class RuntimeAPI:
                 "Trailer": f"{ERROR_TYPE_HEADER}, {ERROR_BODY_TRAILER}",
             },
         )
-        reader, writer = await self._connect()
-        writer.writelines((head, b"%X\r\n" % len(prelude), prelude, b"\r\n"))
+        reader, writer, conn = await self._connect()
+        writer.write((conn.send(head) or b"") + (conn.send(h11.Data(data=prelude)) or b""))
         try:
             await writer.drain()
         except (ConnectionError, OSError):
             await _close(writer)
             raise
-        return ResponseStream(reader, writer, path, on_lost)
+        return ResponseStream(reader, writer, conn, path, on_lost)
