@@ -271,5 +271,10 @@ def build_service(settings: Settings) -> ChatService:
     from core.providers import create_provider
     from core.store.dynamodb import DynamoDBSessionStore
 
-    store = DynamoDBSessionStore(settings.sessions_table, ttl_days=settings.session_ttl_days)
+    store = DynamoDBSessionStore(
+        settings.sessions_table,
+        ttl_days=settings.session_ttl_days,
+        listing_shards=settings.listing_shards,
+        listing_interval=settings.listing_interval_seconds,
+    )
     return ChatService(store, create_provider(settings), settings)

@@ -91,8 +91,8 @@ async def test_items_and_bytes_grow_linearly_with_the_chain(
 
     for length, (count, _, _, response_sizes) in measured.items():
         # Per response: its item, two messages and the link that lets a session delete
-        # find it; one head.
-        assert count == 4 * length + 1
+        # find it; one head and one listing entry.
+        assert count == 4 * length + 2
         # A response item does not grow with its position in the chain.
         assert max(response_sizes) - min(response_sizes) < 120
     per_response_early = (measured[20][1] - measured[10][1]) / 10
@@ -114,7 +114,7 @@ async def test_a_fork_copies_at_most_the_window(local_table: tuple[Any, str]) ->
         assert fork.status_code == 200
         added = [i for i in table_items(client, table) if (i["pk"]["S"], i["sk"]["S"]) not in before]
     kinds = sorted(i["sk"]["S"].split("#")[0] for i in added)
-    # A new session: its head, 6 copied messages and the new turn's 2; the response item
-    # and its link.
-    assert kinds == ["LINK"] + ["MSG"] * 8 + ["RESPONSE", "SESSION"]
+    # A new session: its head and listing entry, 6 copied messages and the new turn's 2;
+    # the response item and its link.
+    assert kinds == ["LINK", "LISTING"] + ["MSG"] * 8 + ["RESPONSE", "SESSION"]
     assert "I was given 7 messages" in fork.text

@@ -204,7 +204,7 @@ async def test_a_response_is_stored_and_retrieved(api: httpx.AsyncClient, moto_t
     # One response: its item, the session head, the input and the reply, and the link that
     # lets deleting the session delete the response. No transcript in the item.
     assert kinds(*moto_table) == Counter(
-        {"RESPONSE:RESPONSE": 1, "SESSION:SESSION": 1, "SESSION:MSG": 2, "SESSION:LINK": 1}
+        {"RESPONSE:RESPONSE": 1, "SESSION:SESSION": 1, "SESSION:MSG": 2, "SESSION:LINK": 1, "SESSION:LISTING": 1}
     )
     item = next(i for i in table_items(*moto_table) if i["sk"]["S"] == "RESPONSE")
     assert set(item) == {
@@ -356,7 +356,7 @@ async def test_the_history_is_the_window_and_a_fork_copies_at_most_the_window(
             "fork",
         ]
         forked = [i for i in table_items(*moto_table) if i["pk"]["S"].endswith(fork.headers[HEADER])]
-        assert len(forked) == 1 + 4 + 2 + 1  # head, the window's copy, the new turn, the response's link
+        assert len(forked) == 1 + 1 + 4 + 2 + 1  # head, listing, the window's copy, the new turn, the link
 
 
 async def test_the_window_never_starts_with_a_tool_result(counting: CountingClient, model: ScriptedModel) -> None:

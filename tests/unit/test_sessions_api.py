@@ -26,7 +26,9 @@ BOB = {"Authorization": "Bearer bob-key"}
 async def api(moto_table: tuple[Any, str]) -> AsyncIterator[httpx.AsyncClient]:
     client, name = moto_table
     settings = Settings(sessions_table=name, api_keys=("alice-key", "bob-key"))
-    service = ChatService(DynamoDBSessionStore(name, ttl_days=30, client=client), EchoProvider(), settings)
+    # Every turn moves its session in the listing here (no interval), so order is exact.
+    store = DynamoDBSessionStore(name, ttl_days=30, client=client, listing_interval=0)
+    service = ChatService(store, EchoProvider(), settings)
     transport = httpx.ASGITransport(app=create_app(service, settings=settings))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
         yield http
@@ -72,7 +74,10 @@ async def test_listing_uses_the_owner_index_and_never_scans(
     finally:
         client.meta.events.unregister("before-call.dynamodb")
     assert [s["id"] for s in listed["data"]] == ["s-idx"]
-    assert calls == ["Query"]
+    # One Query per index shard and one for the earlier design's partition, then the
+    # page's heads in one BatchGetItem: never a Scan.
+    assert sorted(set(calls)) == ["BatchGetItem", "Query"]
+    assert calls.count("Query") == 16 + 1 and calls.count("BatchGetItem") == 1
 
 
 async def test_messages_come_in_order_with_pages(api: httpx.AsyncClient) -> None:
@@ -95,12 +100,12 @@ async def test_deleting_a_session_removes_every_item_however_many(
     session_id = created.headers[HEADER]
     await say(api, "keep me", "s-keep")
     client, name = moto_table
-    assert len(table_items(client, name)) == 1 + 140 + 1 + 2
+    assert len(table_items(client, name)) == 1 + 1 + 140 + 1 + 1 + 2  # heads, listings, messages
     deleted = await api.delete(f"/v1/sessions/{session_id}", headers=ALICE)
     assert deleted.json() == {"id": session_id, "object": "session.deleted", "deleted": True}
     remaining = table_items(client, name)
     assert all(session_id not in item["pk"]["S"] for item in remaining)
-    assert len(remaining) == 3
+    assert len(remaining) == 4
     assert (await api.get(f"/v1/sessions/{session_id}/messages", headers=ALICE)).status_code == 404
     assert (await api.delete(f"/v1/sessions/{session_id}", headers=ALICE)).status_code == 404
 

@@ -77,7 +77,7 @@ async def test_a_fresh_session_larger_than_one_transaction_is_stored_whole(
     state = await store.load(KEY, 300)
     assert [m["content"] for m in state.messages] == texts
     client, name = moto_table
-    assert len(table_items(client, name)) == 252  # the head and every message
+    assert len(table_items(client, name)) == 253  # the head, the listing entry and every message
 
 
 def test_a_continued_turn_must_fit_one_transaction(store: DynamoDBSessionStore) -> None:

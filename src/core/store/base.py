@@ -41,6 +41,8 @@ class Head:
     expires_at: int | None
     system: list[dict[str, Any]]
     title: str
+    listed_at: float | None = None
+    """When the session's listing entry last moved (None: never, or an earlier design's)."""
 
     def live(self, now: float) -> bool:
         return self.expires_at is None or self.expires_at > now

@@ -4,23 +4,27 @@ Items, keyed by `pk` (partition) and `sk` (sort):
 
     pk = SESSION#<owner>#<session id>
       sk = SESSION           the head: next_seq, base_seq, created/updated times, the
-                             session's system prompt, its title, expires_at, and the
-                             owner index keys (gsi1pk = OWNER#<owner>, gsi1sk = updated time)
+                             session's system prompt, its title, expires_at, listed_at
+      sk = LISTING           the session's entry in the owner index (`core.store.listing`),
+                             moved at most once per LISTING_INTERVAL_SECONDS
+      sk = LINK#<pk>         names an item elsewhere that holds the session's content
       sk = MSG#<seq:012d>    one message (its OpenAI JSON), with seq and expires_at
 
-- Read: one strongly consistent, descending Query on the partition, Limit = window + 1.
-  `SESSION` sorts after every `MSG#` key, so the head comes first and then the newest
-  messages; `LastEvaluatedKey` is followed when the 1 MB page cap cuts the window.
+- Read: one strongly consistent, descending Query on the partition's `MSG#`..`SESSION`
+  range, Limit = window + 1. `SESSION` sorts after every `MSG#` key, so the head comes
+  first and then the newest messages; `LastEvaluatedKey` is followed when the 1 MB page cap cuts the window.
   The cost of a read depends on the window, never on the session's length.
 - Write: one TransactWriteItems per turn: a Put of the head conditioned on the
-  `next_seq` that was read (or on its absence), plus a Put per message. The head's
+  `next_seq` that was read (or on its absence), plus a Put per message (and the
+  listing entry when it moves, and whatever a face adds: `ExtraWrite`). The head's
   `next_seq` is the commit marker: messages at or beyond it are invisible, so
   concurrent turns on one session never interleave (the loser of a race is retried
   after the winner's messages) and nothing half-written is ever read.
 - TTL: every item carries `expires_at`, fixed when the session is created (a session
   lives SESSION_TTL_DAYS from its creation). DynamoDB deletes expired items lazily,
-  so reads drop them too. A session re-created under an expired id numbers its
-  messages after the old ones (`base_seq`), so leftovers are never read as its own.
+  so reads drop them too. A session re-created under an expired or deleted id numbers
+  its messages after every item the old life left (`base_seq`, learned from the same
+  read), so leftovers are never read as its own, even when TTL took the head first.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
 import time
 import uuid
 import weakref
@@ -62,6 +65,7 @@ from core.store.keys import (
     number_attr,
     string_attr,
 )
+from core.store.listing import OwnerListing, listing_item
 
 MAX_ITEM_BYTES = 400 * 1024
 """DynamoDB's item limit, attribute names included."""
@@ -73,6 +77,14 @@ MAX_APPEND_ATTEMPTS = 40
 """How often a session deletion goes round when turns keep arriving."""
 APPEND_DEADLINE_SECONDS = 10.0
 """How long a turn keeps retrying after concurrent turns won the race."""
+UNREAD_FLOOR_PER_SECOND = 100
+"""Where a new life starts when its partition's leftovers cannot be read: the clock in
+seconds times this (12 digits until the year 2286)."""
+DEFAULT_LISTING_SHARDS = 16
+"""Index partitions per principal (LISTING_SHARDS); docs/scale.md says when to raise it."""
+DEFAULT_LISTING_INTERVAL = 10.0
+"""Seconds of activity a session's listing entry waits before it moves again
+(LISTING_INTERVAL_SECONDS): the listing's order has this resolution."""
 MESSAGE_OVERHEAD_BYTES = 400
 """Bytes of a message item besides its JSON, at most: attribute names, the key (a
 128-character session id and an owner make a pk of about 170 bytes), the numbers
@@ -95,10 +107,8 @@ def parse_head(item: dict[str, Any]) -> Head:
         expires_at=int(item["expires_at"]["N"]) if "expires_at" in item else None,
         system=json.loads(item["system"]["S"]) if "system" in item else [],
         title=item.get("title", {"S": ""})["S"],
+        listed_at=float(item["listed_at"]["N"]) if "listed_at" in item else None,
     )
-
-
-_INDEX_CURSOR = re.compile(r"[0-9]{15}#[A-Za-z0-9._:-]{1,128}")
 
 
 def _condition_failed(error: BaseException | None) -> bool:
@@ -142,10 +152,19 @@ ExtraWrites = Callable[[int, int | None], list[ExtraWrite]]
 
 class DynamoDBSessionStore:
     def __init__(
-        self, table_name: str, *, ttl_days: int, client: Any = None, clock: Callable[[], float] = time.time
+        self,
+        table_name: str,
+        *,
+        ttl_days: int,
+        client: Any = None,
+        clock: Callable[[], float] = time.time,
+        listing_shards: int = DEFAULT_LISTING_SHARDS,
+        listing_interval: float = DEFAULT_LISTING_INTERVAL,
     ) -> None:
         self.table_name = table_name
         self.ttl_seconds = ttl_days * 86400
+        self.listing_shards = listing_shards
+        self.listing_interval = listing_interval
         self._client = client
         self.clock = clock
         self._append_locks: weakref.WeakValueDictionary[SessionKey, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -227,9 +246,15 @@ class DynamoDBSessionStore:
         head = self._get_head(key)
         if head is not None:
             return SessionState(head=head, fresh_seq=head.next_seq)
-        items, _ = query_newest_first(
-            self.client, self.table_name, session_pk(key), 1, between=(FIRST_MESSAGE_SK, HEAD_SK)
-        )
+        try:
+            items, _ = query_newest_first(
+                self.client, self.table_name, session_pk(key), 1, between=(FIRST_MESSAGE_SK, HEAD_SK)
+            )
+        except StoreUnavailable:
+            # Leftovers exist only where TTL took an earlier life's head first, so that
+            # life began at least a TTL ago: numbering from the clock (100 per second)
+            # starts above anything it can have written.
+            return SessionState(fresh_seq=int(self.clock()) * UNREAD_FLOOR_PER_SECOND)
         return self._state(items, 0)
 
     def _get_head(self, key: SessionKey) -> Head | None:
@@ -306,14 +331,19 @@ class DynamoDBSessionStore:
         now = self.clock()
         pk = session_pk(key)
         head = state.head
+        listed_at: float | None
         if head is not None and head.live(now):
             start, base, created, expires = head.next_seq, head.base_seq, head.created_at, head.expires_at
-            system, title = head.system, head.title
+            system, title, listed_at = head.system, head.title, head.listed_at
         else:
             start = max(state.fresh_seq, head.next_seq if head is not None else 0)
             base, created = start, now
             expires = int(now) + self.ttl_seconds if self.ttl_seconds else None
-            system, title = turn.system, turn.title
+            system, title, listed_at = turn.system, turn.title, None
+        # The listing entry moves at the session's creation, then at most once per interval.
+        relist = listed_at is None or now - listed_at >= self.listing_interval
+        if relist:
+            listed_at = now
 
         commit = uuid.uuid4().hex  # marks this attempt's items: see _landed
         message_puts = [
@@ -338,6 +368,7 @@ class DynamoDBSessionStore:
                     expires_at=expires,
                     system=system,
                     title=title,
+                    listed_at=listed_at,
                 ),
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
@@ -352,6 +383,9 @@ class DynamoDBSessionStore:
             for extra in (extras(start + len(turn.messages), expires) if extras is not None else [])
             if with_optional or not extra.optional
         ]
+        if relist:
+            entry = listing_item(key, shards=self.listing_shards, active_at=now, created_at=created, expires_at=expires)
+            extra_writes.insert(0, ExtraWrite({"Put": {"TableName": self.table_name, "Item": entry}}))
         reserve = [head_put, *(extra.transact_item for extra in extra_writes)]
         batches = list(
             _transaction_batches(
@@ -418,49 +452,11 @@ class DynamoDBSessionStore:
         return await anyio.to_thread.run_sync(self._list_sessions, owner, limit, after)
 
     def _list_sessions(self, owner: str, limit: int, after: str | None) -> Page[SessionSummary]:
-        """One Query on the owner index, newest activity first; never a Scan. The cursor
-        is the last index sort key returned, so a client can only page its own index."""
-        condition = "gsi1pk = :owner"
-        values: dict[str, Any] = {":owner": string_attr(f"OWNER#{owner}")}
-        if after is not None:
-            if not _INDEX_CURSOR.fullmatch(after):
-                raise InvalidCursor(after)
-            condition += " AND gsi1sk < :after"
-            values[":after"] = string_attr(after)
-        now = self.clock()
-        summaries: list[SessionSummary] = []
-        request: dict[str, Any] = {
-            "TableName": self.table_name,
-            "IndexName": OWNER_INDEX,
-            "KeyConditionExpression": condition,
-            "ExpressionAttributeValues": values,
-            "ScanIndexForward": False,
-            "Limit": limit,
-        }
-        last_sort_key: str | None = None
+        """The owner index's shards, merged newest first; never a Scan (`core.store.listing`)."""
         with store_errors():
-            while True:
-                page = self.client.query(**request)
-                for item in page.get("Items", []):
-                    last_sort_key = item["gsi1sk"]["S"]
-                    if is_expired(item, now):
-                        continue
-                    head = parse_head(item)
-                    summaries.append(
-                        SessionSummary(
-                            session_id=item["session_id"]["S"],
-                            title=head.title,
-                            message_count=head.next_seq - head.base_seq,
-                            created_at=head.created_at,
-                            updated_at=float(item["updated_at"]["N"]),
-                        )
-                    )
-                more = "LastEvaluatedKey" in page
-                if len(summaries) >= limit or not more:
-                    break
-                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-                request["Limit"] = limit - len(summaries)
-        return Page(items=summaries, next_cursor=last_sort_key if more else None)
+            return OwnerListing(self.client, self.table_name, shards=self.listing_shards).page(
+                owner, limit=limit, after=after, now=self.clock()
+            )
 
     async def list_messages(self, key: SessionKey, *, limit: int, after: str | None) -> Page[StoredMessage] | None:
         return await anyio.to_thread.run_sync(self._list_messages, key, limit, after)
@@ -595,6 +591,7 @@ class DynamoDBSessionStore:
         expires_at: int | None,
         system: list[dict[str, Any]],
         title: str,
+        listed_at: float | None,
     ) -> dict[str, Any]:
         item: dict[str, Any] = {
             "pk": string_attr(pk),
@@ -606,9 +603,9 @@ class DynamoDBSessionStore:
             "created_at": number_attr(round(created_at, 3)),
             "updated_at": number_attr(round(updated_at, 3)),
             "title": string_attr(title),
-            "gsi1pk": string_attr(f"OWNER#{key.owner}"),
-            "gsi1sk": string_attr(f"{int(updated_at * 1000):015d}#{key.session_id}"),
         }
+        if listed_at is not None:
+            item["listed_at"] = number_attr(round(listed_at, 3))
         if system:
             item["system"] = string_attr(json.dumps(system, ensure_ascii=False, separators=(",", ":")))
         if expires_at is not None:

@@ -3,7 +3,7 @@
 Every `pk` starts with the item's kind and contains its owner, so another principal's
 id is simply not there. Sort keys inside a session partition sort as
 
-    LINK#...  <  MSG#<seq>  <  SESSION
+    LINK#...  <  LISTING  <  MSG#<seq>  <  SESSION
 
 so the turn's one descending Query (`sk BETWEEN MSG# AND SESSION`) reads the head and
 then the newest messages, and never spends its Limit on link items.
@@ -19,6 +19,8 @@ LINK_PREFIX = "LINK#"
 """A link names an item outside the session partition that holds the session's content
 (a stored response, an idempotency record, a conversation pointer): deleting the
 session follows it first."""
+LISTING_SK = "LISTING"
+"""The session's entry in the owner index (see `core.store.listing`)."""
 RESPONSE_SK = "RESPONSE"
 CONVERSATION_SK = "CONVERSATION"
 OWNER_INDEX = "gsi1"
