@@ -51,8 +51,9 @@ from core.store.base import (
     StoreUnavailable,
     TurnTooLarge,
 )
+from core.store.keys import HEAD_SK as HEAD_SK
+from core.store.keys import session_pk as _session_pk
 
-HEAD_SK = "SESSION"
 MESSAGE_PREFIX = "MSG#"
 OWNER_INDEX = "gsi1"
 
@@ -73,7 +74,7 @@ and the commit token."""
 
 
 def session_pk(key: SessionKey) -> str:
-    return f"SESSION#{key.owner}#{key.session_id}"
+    return _session_pk(key.owner, key.session_id)
 
 
 def message_sk(seq: int) -> str:
@@ -182,6 +183,8 @@ class DynamoDBSessionStore:
             return SessionState(head=head)
         newest_first: list[dict[str, Any]] = []
         for item in items[1:]:
+            if not item["sk"]["S"].startswith(MESSAGE_PREFIX):
+                break  # references sort before every message
             seq = int(item["seq"]["N"])
             if seq < head.base_seq:
                 break  # an earlier, expired life of this id
