@@ -23,6 +23,7 @@ deleted session's answer is never replayed.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
 import logging
@@ -148,8 +149,7 @@ class IdempotencyGuard:
             answer = await produce()
         except BaseException as error:
             # Failed or cancelled (the client left, the server stops): free the key.
-            with anyio.CancelScope(shield=True):
-                await self._forget(layer, data, error)
+            await self._forget_detached(layer, data, error)
             raise
         await self._complete(layer, data, principal, answer)
         return answer
@@ -256,14 +256,28 @@ class IdempotencyGuard:
             return False
         return "Item" in found
 
-    async def _forget(
+    def _forget_now(
         self, layer: Any, data: Json, error: BaseException | None, reference: dict[str, Any] | None = None
     ) -> None:
         """Delete the record (and its reference): the key is free again. Best effort:
         a record left in progress expires after `_IN_PROGRESS_SECONDS`."""
         try:
-            await _in_thread(layer.delete_record, data, error)
+            layer.delete_record(data, error)
             if reference is not None:
-                await _in_thread(functools.partial(self.client.delete_item, TableName=self.table_name, Key=reference))
+                self.client.delete_item(TableName=self.table_name, Key=reference)
         except Exception as failure:
             logger.warning("Idempotency record not released: %s", type(failure).__name__)
+
+    async def _forget(
+        self, layer: Any, data: Json, error: BaseException | None, reference: dict[str, Any] | None = None
+    ) -> None:
+        await _in_thread(self._forget_now, layer, data, error, reference)
+
+    async def _forget_detached(self, layer: Any, data: Json, error: BaseException) -> None:
+        """`_forget` in a thread started at once, which finishes even if this task is
+        cancelled again: a stopping server cancels its tasks twice (uvicorn after its
+        grace, then `asyncio.run`), and an anyio shield does not hold against the second.
+        `asyncio.run` waits for the default executor's threads before it returns."""
+        loop = asyncio.get_running_loop()
+        released = loop.run_in_executor(None, functools.partial(self._forget_now, layer, data, error))
+        await asyncio.shield(released)
