@@ -12,7 +12,8 @@ payload-hash validation), driven from async code the way its own
 `IdempotencyHandler` drives it: each persistence call runs in a worker thread of its
 own and returns it; no thread is held while the request runs. (Its synchronous
 decorator would hold one for the whole request while the request needs others from
-the same pool for its store calls: 40 such requests at once wedged the process.)
+the same pool (40 threads) for its store calls: about 40 such requests at once
+wedged the process for good.)
 
 Each record has a partition of its own (docs/storage.md, rule 6). An answer that
 belongs to a session is named by a reference item in the session's partition before
@@ -29,7 +30,6 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any, cast
 
 import anyio
@@ -43,7 +43,7 @@ MAX_KEY_LENGTH = 255
 _POLL_SECONDS = 0.1
 _IN_PROGRESS_SECONDS = 900
 """How long an unfinished record blocks its key if its process died: a Lambda's
-longest run. Powertools reads it from the Lambda context's remaining time."""
+longest run (Powertools' own handler takes it from the Lambda context)."""
 _INCONSISTENT_RETRIES = 2
 """As Powertools' handler: a record that changed between the write and the read is
 retried at once this many times."""
@@ -51,16 +51,6 @@ retried at once this many times."""
 logger = logging.getLogger("threadline.idempotency")
 
 Json = dict[str, Any]
-
-
-@dataclass
-class _Deadline:
-    """The Lambda-context shape Powertools asks for the in-progress expiry."""
-
-    seconds: int = _IN_PROGRESS_SECONDS
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.seconds * 1000
 
 
 def validate_key(raw: str) -> str:
@@ -97,9 +87,9 @@ class IdempotencyGuard:
     def _persistence(self, principal: str, route: str, key: str) -> Any:
         """Powertools' DynamoDB persistence layer for one record.
 
-        Built and configured once (its constructor registers a user-agent hook on the
-        shared client each time: one per request would grow every DynamoDB request's
-        headers without end), then copied per record: the copy shares the client
+        Built and configured once (its constructor adds an event hook to the shared
+        client each time: one per request would pile up on the warm container's
+        client, and every DynamoDB call would run them all), then copied per record: the copy shares the client
         and the compiled configuration and carries the record's own partition and
         key prefix."""
         if self._template is None:
@@ -111,7 +101,6 @@ class IdempotencyGuard:
                 raise_on_no_idempotency_key=True,
                 expires_after_seconds=self.ttl_seconds,
             )
-            config.register_lambda_context(cast(Any, _Deadline()))
             template = DynamoDBPersistenceLayer(
                 table_name=self.table_name,
                 key_attr="pk",
