@@ -16,8 +16,8 @@ the same pool (40 threads) for its store calls: about 40 such requests at once
 wedged the process for good.)
 
 Each record has a partition of its own (docs/storage.md, rule 6). An answer that
-belongs to a session is named by a reference item in the session's partition before
-it is marked completed, so deleting the session deletes the record too; and if the
+belongs to a session is named by a link item in the session's partition before it
+is marked completed, so deleting the session deletes the record too; and if the
 session was deleted while the request ran, the record is deleted here (rule 5): a
 deleted session's answer is never replayed.
 """
@@ -36,7 +36,7 @@ import anyio
 import anyio.to_thread
 
 from core.errors import ApiError, bad_request
-from core.store.keys import HEAD_SK, idempotency_pk, reference_sk, session_pk
+from core.store.keys import HEAD_SK, idempotency_pk, link_item, session_pk
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -193,28 +193,23 @@ class IdempotencyGuard:
             await anyio.sleep(_POLL_SECONDS)
 
     async def _complete(self, layer: Any, data: Json, principal: str, answer: Json) -> None:
-        """Mark the record completed, named by its session first; the answer is sent
+        """Mark the record completed, linked from its session first; the answer is sent
         whatever happens here (it is stored), so failures only decide what a retry finds."""
         session_id = answer.get("session_id")
-        reference: dict[str, Any] | None = None
+        link: dict[str, Any] | None = None
         if session_id:
             record_key = layer._get_key(layer._get_hashed_idempotency_key(data))
-            reference = {
-                "pk": {"S": session_pk(principal, str(session_id))},
-                "sk": {"S": reference_sk(record_key["pk"]["S"])},
-            }
-            item = {
-                **reference,
-                "ref_pk": record_key["pk"],
-                "ref_sk": record_key["sk"],
-                # Outlives the record, which is dated when it completes.
-                "expires_at": {"N": str(int(time.time()) + self.ttl_seconds + _IN_PROGRESS_SECONDS)},
-            }
+            # Outlives the record, which is dated when it completes.
+            expires_at = int(time.time()) + self.ttl_seconds + _IN_PROGRESS_SECONDS
+            item = link_item(
+                session_pk(principal, str(session_id)), record_key["pk"]["S"], record_key["sk"]["S"], expires_at
+            )
+            link = {"pk": item["pk"], "sk": item["sk"]}
             try:
                 await _in_thread(functools.partial(self.client.put_item, TableName=self.table_name, Item=item))
             except Exception as error:
                 # A record its session cannot name must not be kept: a retry runs again.
-                logger.warning("Idempotency reference not written (%s); key released", type(error).__name__)
+                logger.warning("Idempotency link not written (%s); key released", type(error).__name__)
                 await self._forget(layer, data, error)
                 return
         try:
@@ -223,10 +218,10 @@ class IdempotencyGuard:
             # The record stays in progress until it expires: retries get a 409 meanwhile.
             logger.warning("Idempotency record not completed: %s", type(error).__name__)
             return
-        if reference is not None and not await self._session_exists(reference["pk"]):
+        if link is not None and not await self._session_exists(link["pk"]):
             # Deleted while this request ran (its deletion may have removed the record
             # before it was completed, which re-created it): nothing of it may be replayed.
-            await self._forget(layer, data, None, reference)
+            await self._forget(layer, data, None, link)
 
     async def _session_exists(self, pk: dict[str, str]) -> bool:
         try:
@@ -246,21 +241,21 @@ class IdempotencyGuard:
         return "Item" in found
 
     def _forget_now(
-        self, layer: Any, data: Json, error: BaseException | None, reference: dict[str, Any] | None = None
+        self, layer: Any, data: Json, error: BaseException | None, link: dict[str, Any] | None = None
     ) -> None:
-        """Delete the record (and its reference): the key is free again. Best effort:
+        """Delete the record (and its link): the key is free again. Best effort:
         a record left in progress expires after `_IN_PROGRESS_SECONDS`."""
         try:
             layer.delete_record(data, error)
-            if reference is not None:
-                self.client.delete_item(TableName=self.table_name, Key=reference)
+            if link is not None:
+                self.client.delete_item(TableName=self.table_name, Key=link)
         except Exception as failure:
             logger.warning("Idempotency record not released: %s", type(failure).__name__)
 
     async def _forget(
-        self, layer: Any, data: Json, error: BaseException | None, reference: dict[str, Any] | None = None
+        self, layer: Any, data: Json, error: BaseException | None, link: dict[str, Any] | None = None
     ) -> None:
-        await _in_thread(self._forget_now, layer, data, error, reference)
+        await _in_thread(self._forget_now, layer, data, error, link)
 
     async def _forget_detached(self, layer: Any, data: Json, error: BaseException) -> None:
         """`_forget` in a thread started at once, which finishes even if this task is

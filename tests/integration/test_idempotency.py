@@ -15,7 +15,7 @@ from core.providers.echo import EchoProvider
 from core.settings import Settings
 from core.store.base import SessionKey
 from core.store.dynamodb import DynamoDBSessionStore
-from core.store.keys import HEAD_SK, REFERENCE_PREFIX, idempotency_pk, reference_sk, session_pk
+from core.store.keys import HEAD_SK, LINK_PREFIX, idempotency_pk, link_sk, session_pk
 from handler.app import create_app
 from handler.auth import principal_id
 from tests.conftest import table_items
@@ -173,14 +173,14 @@ def idempotency_records(local_table: tuple[Any, str]) -> list[dict[str, Any]]:
     return [item for item in table_items(client, name) if item["pk"]["S"].startswith("IDEMPOTENCY#")]
 
 
-def references(local_table: tuple[Any, str]) -> list[dict[str, Any]]:
+def links(local_table: tuple[Any, str]) -> list[dict[str, Any]]:
     client, name = local_table
-    return [item for item in table_items(client, name) if item["sk"]["S"].startswith(REFERENCE_PREFIX)]
+    return [item for item in table_items(client, name) if item["sk"]["S"].startswith(LINK_PREFIX)]
 
 
-def delete_session_following_references(client: Any, table: str, pk: str) -> None:
+def delete_session_following_links(client: Any, table: str, pk: str) -> None:
     """What a session's deletion does (docs/storage.md, rule 5): read the partition,
-    delete every item a reference names, then the partition's items, the head last."""
+    delete every item a link names, then the partition's items, the head last."""
     items = client.query(
         TableName=table,
         KeyConditionExpression="pk = :pk",
@@ -188,7 +188,7 @@ def delete_session_following_references(client: Any, table: str, pk: str) -> Non
         ConsistentRead=True,
     )["Items"]
     for item in items:
-        if item["sk"]["S"].startswith(REFERENCE_PREFIX):
+        if item["sk"]["S"].startswith(LINK_PREFIX):
             client.delete_item(TableName=table, Key={"pk": item["ref_pk"], "sk": item["ref_sk"]})
     for item in sorted(items, key=lambda item: item["sk"]["S"] == HEAD_SK):
         client.delete_item(TableName=table, Key={"pk": item["pk"], "sk": item["sk"]})
@@ -225,26 +225,26 @@ async def test_requests_leave_nothing_behind_on_the_shared_dynamodb_client(
     assert hooks() == before
 
 
-async def test_an_answer_in_a_session_is_named_by_a_reference_in_that_session(
+async def test_an_answer_in_a_session_is_named_by_a_link_in_that_session(
     api: tuple[httpx.AsyncClient, DynamoDBSessionStore], local_table: tuple[Any, str]
 ) -> None:
     http, _ = api
     assert (await http.post("/v1/chat/completions", **request("x", "key-ref"))).status_code == 200
     (record,) = idempotency_records(local_table)
-    (reference,) = references(local_table)
-    assert reference["pk"]["S"] == session_pk(principal_id("alice"), "s-idem")
-    assert reference["sk"]["S"] == reference_sk(record["pk"]["S"])
-    assert (reference["ref_pk"], reference["ref_sk"]) == (record["pk"], record["sk"])
-    assert int(reference["expires_at"]["N"]) >= int(record["expires_at"]["N"])
+    (link,) = links(local_table)
+    assert link["pk"]["S"] == session_pk(principal_id("alice"), "s-idem")
+    assert link["sk"]["S"] == link_sk(record["pk"]["S"])
+    assert (link["ref_pk"], link["ref_sk"]) == (record["pk"], record["sk"])
+    assert int(link["expires_at"]["N"]) >= int(record["expires_at"]["N"])
 
 
-async def test_references_never_push_the_history_window_out(local_table: tuple[Any, str]) -> None:
+async def test_links_never_push_the_history_window_out(local_table: tuple[Any, str]) -> None:
     app, _ = build(local_table, window=2)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=30) as http:
         for i in range(3):
             await http.post("/v1/chat/completions", **request(f"turn {i}", f"key-window-{i}"))
         last = await http.post("/v1/chat/completions", **request("last", "key-window-last"))
-    assert len(references(local_table)) == 4
+    assert len(links(local_table)) == 4
     assert "(I was given 3 messages.)" in last.json()["choices"][0]["message"]["content"]
 
 
@@ -256,7 +256,7 @@ async def test_a_deleted_session_leaves_no_answer_to_replay(
     client, name = local_table
     first = await http.post("/v1/chat/completions", **request("secret", "key-del", session=session))
     created = first.headers[HEADER]
-    delete_session_following_references(client, name, session_pk(principal_id("alice"), created))
+    delete_session_following_links(client, name, session_pk(principal_id("alice"), created))
     assert idempotency_records(local_table) == []
     again = await http.post("/v1/chat/completions", **request("secret", "key-del", session=session))
     assert again.status_code == 200
@@ -265,13 +265,13 @@ async def test_a_deleted_session_leaves_no_answer_to_replay(
         assert again.headers[HEADER] != created
 
 
-@pytest.mark.parametrize("moment", ["before-the-reference", "before-completion"])
+@pytest.mark.parametrize("moment", ["before-the-link", "before-completion"])
 async def test_a_session_deleted_while_its_request_ran_leaves_nothing_to_replay(
     api: tuple[httpx.AsyncClient, DynamoDBSessionStore], local_table: tuple[Any, str], moment: str
 ) -> None:
-    """The session is deleted after the turn was stored, either before the reference
-    that would have named the record is written, or after (the deletion then removes
-    the unfinished record, and completing it writes it again)."""
+    """The session is deleted after the turn was stored, either before the link that
+    would have named the record is written, or after (the deletion then removes the
+    unfinished record, and completing it writes it again)."""
     http, _ = api
     client, name = local_table
     pk = session_pk(principal_id("alice"), "s-idem")
@@ -280,14 +280,14 @@ async def test_a_session_deleted_while_its_request_ran_leaves_nothing_to_replay(
     def delete_now(params: dict[str, Any], **_: Any) -> None:
         if deleted:
             return
-        if moment == "before-the-reference" and not params.get("Item", {}).get("sk", {}).get("S", "").startswith(
-            REFERENCE_PREFIX
+        if moment == "before-the-link" and not params.get("Item", {}).get("sk", {}).get("S", "").startswith(
+            LINK_PREFIX
         ):
             return
         deleted.append(moment)
-        delete_session_following_references(client, name, pk)
+        delete_session_following_links(client, name, pk)
 
-    event = "before-parameter-build.dynamodb." + ("PutItem" if moment == "before-the-reference" else "UpdateItem")
+    event = "before-parameter-build.dynamodb." + ("PutItem" if moment == "before-the-link" else "UpdateItem")
     client.meta.events.register(event, delete_now)
     try:
         first = await http.post("/v1/chat/completions", **request("secret", "key-race"))
@@ -295,6 +295,6 @@ async def test_a_session_deleted_while_its_request_ran_leaves_nothing_to_replay(
         client.meta.events.unregister(event, delete_now)
     assert first.status_code == 200 and deleted
     assert idempotency_records(local_table) == []
-    assert references(local_table) == []
+    assert links(local_table) == []
     again = await http.post("/v1/chat/completions", **request("secret", "key-race"))
     assert again.json()["id"] != first.json()["id"]

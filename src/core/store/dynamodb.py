@@ -184,7 +184,7 @@ class DynamoDBSessionStore:
         newest_first: list[dict[str, Any]] = []
         for item in items[1:]:
             if not item["sk"]["S"].startswith(MESSAGE_PREFIX):
-                break  # references sort before every message
+                break  # links sort before every message
             seq = int(item["seq"]["N"])
             if seq < head.base_seq:
                 break  # an earlier, expired life of this id

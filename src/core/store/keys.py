@@ -1,34 +1,75 @@
-"""Key shapes that more than one module writes or follows (docs/storage.md).
+"""The table's keys, in one place (docs/storage.md is the design they implement).
 
-The session store, the idempotency guard and a session's deletion must agree on
-them byte for byte: a reference written under one spelling and followed under
-another would leave content behind.
+Every `pk` starts with the item's kind and contains its owner, so another principal's
+id is simply not there. Sort keys inside a session partition sort as
+
+    LINK#...  <  LISTING  <  MSG#<seq>  <  SESSION
+
+so the turn's one descending Query (`sk BETWEEN MSG# AND SESSION`) reads the head and
+then the newest messages, and never spends its Limit on link items.
 """
 
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 HEAD_SK = "SESSION"
-"""The sort key of a session's head item."""
-REFERENCE_PREFIX = "#REF#"
-"""Sort keys of the items in a session partition that name content stored elsewhere.
-
-It sorts before `MSG#` (`#` < `M`), so the newest-first Query that reads the head
-and the window never passes a reference: with `REF#` (between `MSG#` and `SESSION`)
-every reference of the session would come between the head and the newest message,
-count against the Query's `Limit` and push the window out (41 idempotent turns and
-a 40-message window would read no message at all)."""
-IDEMPOTENCY_PREFIX = "IDEMPOTENCY#"
+MESSAGE_PREFIX = "MSG#"
+LINK_PREFIX = "LINK#"
+"""A link names an item outside the session partition that holds the session's content
+(a stored response, an idempotency record, a conversation pointer): deleting the
+session follows it first."""
+LISTING_SK = "LISTING"
+"""The session's entry in the owner index (see `core.store.listing`)."""
+RESPONSE_SK = "RESPONSE"
+CONVERSATION_SK = "CONVERSATION"
+OWNER_INDEX = "gsi1"
+FIRST_MESSAGE_SK = f"{MESSAGE_PREFIX}{0:012d}"
 
 
 def session_pk(owner: str, session_id: str) -> str:
     return f"SESSION#{owner}#{session_id}"
 
 
-def reference_sk(ref_pk: str) -> str:
-    """The reference item, in a session partition, to the item whose partition is `ref_pk`."""
-    return f"{REFERENCE_PREFIX}{ref_pk}"
+def message_sk(seq: int) -> str:
+    return f"{MESSAGE_PREFIX}{seq:012d}"
+
+
+def response_pk(owner: str, response_id: str) -> str:
+    return f"RESPONSE#{owner}#{response_id}"
+
+
+def conversation_pk(owner: str, name: str) -> str:
+    return f"CONVERSATION#{owner}#{name}"
+
+
+def link_sk(target_pk: str) -> str:
+    return f"{LINK_PREFIX}{target_pk}"
+
+
+def string_attr(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def number_attr(value: float) -> dict[str, str]:
+    return {"N": repr(value) if isinstance(value, float) else str(value)}
+
+
+def link_item(session: str, target_pk: str, target_sk: str, expires_at: int | None) -> dict[str, Any]:
+    """The link item, in the session partition `session`, naming `target_pk`/`target_sk`."""
+    item: dict[str, Any] = {
+        "pk": string_attr(session),
+        "sk": string_attr(link_sk(target_pk)),
+        "ref_pk": string_attr(target_pk),
+        "ref_sk": string_attr(target_sk),
+    }
+    if expires_at is not None:
+        item["expires_at"] = number_attr(expires_at)
+    return item
+
+
+IDEMPOTENCY_PREFIX = "IDEMPOTENCY#"
 
 
 def idempotency_pk(owner: str, route: str, key: str) -> str:
