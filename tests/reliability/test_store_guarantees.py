@@ -190,3 +190,17 @@ async def test_deleting_a_session_leaves_a_conversation_that_moved_to_a_fork(
     # The conversation still stands on its new session: a, its answer, c, its answer, d.
     assert output_text(after.json()) == "Echo: d (I was given 5 messages.)"
     assert after.headers[HEADER] == moved.headers[HEADER]
+
+
+async def test_deleting_a_session_forgets_the_idempotent_answers_it_held(api: httpx.AsyncClient) -> None:
+    body = {"model": "echo", "messages": [{"role": "user", "content": "remember this"}]}
+    first = await api.post("/v1/chat/completions", json=body, headers={"Idempotency-Key": "k-1"})
+    replay = await api.post("/v1/chat/completions", json=body, headers={"Idempotency-Key": "k-1"})
+    assert replay.content == first.content  # the same bytes while the session exists
+    session = first.headers[HEADER]
+
+    assert (await api.delete(f"/v1/sessions/{session}")).status_code == 200
+    again = await api.post("/v1/chat/completions", json=body, headers={"Idempotency-Key": "k-1"})
+    # The deleted answer (and the deleted session's id) is never replayed: the request runs anew.
+    assert again.status_code == 200
+    assert again.headers[HEADER] != session and again.json()["id"] != first.json()["id"]

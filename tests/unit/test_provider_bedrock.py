@@ -31,11 +31,14 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import anyio
+import anyio.to_thread
 import pytest
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
@@ -638,6 +641,52 @@ async def test_reads_do_not_block_the_event_loop_and_cancel_closes(bedrock: Fake
     gate.set()  # release the abandoned worker thread
     assert not raw.gate_timed_out
     assert received == [TextDelta("first")]
+
+
+async def test_streams_waiting_on_the_model_leave_threads_for_everything_else(
+    bedrock: FakeBedrock, client: Any
+) -> None:
+    """45 streams stalled between two events (more than the event loop's 40 default
+    worker threads): a DynamoDB call, or any other blocking call, still gets a thread
+    at once instead of waiting for the model."""
+    gate = threading.Event()
+    streams = 45
+    for _ in range(streams):
+        bedrock.queue(stream_response(FakeRaw(text(0, "first"), gate, message_stop("end_turn"))))
+    first = [asyncio.Event() for _ in range(streams)]
+
+    async def consume(position: int) -> None:
+        async for _ in BedrockProvider(client=client).stream(request()):
+            first[position].set()
+
+    tasks = [asyncio.create_task(consume(i)) for i in range(streams)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(event.wait() for event in first)), timeout=10)
+        await asyncio.sleep(0.1)  # every stream is now blocked reading its next event
+        assert await asyncio.wait_for(anyio.to_thread.run_sync(lambda: "stored"), timeout=2) == "stored"
+    finally:
+        gate.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_cancelled_buffered_answer_does_not_wait_for_the_model(client: Any) -> None:
+    """A client that left, or a server stopping, cancels at once; the model's answer
+    is not waited for (Converse runs for as long as the model writes)."""
+    gate = threading.Event()
+
+    def stall(**_: Any) -> None:
+        gate.wait(timeout=5)
+        raise EndpointConnectionError(endpoint_url="https://bedrock.invalid")
+
+    client.meta.events.register("before-send.bedrock-runtime", stall)
+    started = time.monotonic()
+    try:
+        # Cancelled the way the app cancels (an anyio cancel scope, as in a task group).
+        with anyio.move_on_after(0.2):
+            await BedrockProvider(client=client).complete(request())
+        assert time.monotonic() - started < 2
+    finally:
+        gate.set()
 
 
 async def test_slow_stream_delivers_each_delta_as_it_arrives(bedrock: FakeBedrock, client: Any) -> None:

@@ -20,7 +20,9 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
 import anyio.to_thread
+from anyio.lowlevel import RunVar
 
 from core.errors import ApiError, bad_request, provider_failed, rate_limited
 from core.providers.base import Finish, ModelRequest, ProviderEvent, TextDelta, ToolCallDelta, Usage
@@ -31,6 +33,24 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
+
+MODEL_THREADS = 100
+"""Worker threads for Bedrock calls, apart from the event loop's default 40. A model
+call holds its thread for as long as the model takes (a stream, between any two
+events); on the shared pool, 40 of them would leave every DynamoDB call of every
+other request waiting for the model."""
+_model_threads: RunVar[anyio.CapacityLimiter] = RunVar("bedrock_model_threads")
+
+
+def _model_limiter() -> anyio.CapacityLimiter:
+    """One limiter per event loop (a RunVar): tests and Mangum may use several loops."""
+    try:
+        return _model_threads.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(MODEL_THREADS)
+        _model_threads.set(limiter)
+        return limiter
+
 
 # Converse `stopReason` -> OpenAI `finish_reason` (anything unknown is a plain stop).
 FINISH_REASONS: dict[str, str] = {
@@ -366,7 +386,7 @@ class BedrockProvider:
         try:
             # Not abandoned on cancel: the call returns once headers arrive (usually
             # fast), and waiting for it lets `finally` close the stream it opened.
-            events = await _guarded(anyio.to_thread.run_sync(start))
+            events = await _guarded(anyio.to_thread.run_sync(start, limiter=_model_limiter()))
 
             def read() -> dict[str, Any] | None:
                 return next(events, None)
@@ -378,7 +398,7 @@ class BedrockProvider:
             while True:
                 # Abandoned on cancel: a stalled model must not hold up a client that left;
                 # `finally` closes the connection under the abandoned read.
-                event = await _guarded(anyio.to_thread.run_sync(read, abandon_on_cancel=True))
+                event = await _guarded(anyio.to_thread.run_sync(read, abandon_on_cancel=True, limiter=_model_limiter()))
                 if event is None:
                     break
                 if "contentBlockDelta" in event:
@@ -436,7 +456,9 @@ class BedrockProvider:
             client = self._client if self._client is not None else get_bedrock_client()
             return dict(client.converse(**kwargs))
 
-        response = await _guarded(anyio.to_thread.run_sync(call))
+        # Abandoned on cancel: a client that left, or a server stopping, does not wait
+        # for the model's whole answer (nothing is open to close on a buffered call).
+        response = await _guarded(anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=_model_limiter()))
         events: list[ProviderEvent] = []
         tools = 0
         for block in ((response.get("output") or {}).get("message") or {}).get("content") or []:

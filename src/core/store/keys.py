@@ -11,6 +11,7 @@ then the newest messages, and never spends its Limit on link items.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 HEAD_SK = "SESSION"
@@ -66,3 +67,13 @@ def link_item(session: str, target_pk: str, target_sk: str, expires_at: int | No
     if expires_at is not None:
         item["expires_at"] = number_attr(expires_at)
     return item
+
+
+IDEMPOTENCY_PREFIX = "IDEMPOTENCY#"
+
+
+def idempotency_pk(owner: str, route: str, key: str) -> str:
+    """A partition per idempotency record, so that no key is shared by every request of
+    a principal; the route and the key are hashed (a key may hold any printable text)."""
+    digest = hashlib.sha256(f"{route}\0{key}".encode()).hexdigest()[:32]
+    return f"{IDEMPOTENCY_PREFIX}{owner}#{digest}"
