@@ -194,8 +194,13 @@ async def simulate(
             at += rng.uniform(*gap_seconds)
     schedule.sort()
     store_class = EarlierDesignStore if design == "earlier" else DynamoDBSessionStore
-    started_at = {session: min(t for t, s, _ in schedule if s == session) for session in range(sessions)}
-    all_active = max(started_at.values())
+    first_turn: dict[int, float] = {}
+    last_turn: dict[int, float] = {}
+    for at, session, _turn in schedule:
+        first_turn.setdefault(session, at)
+        last_turn[session] = at
+    # "Every session active": after the last one started, before the first one ended.
+    steady_from, steady_until = max(first_turn.values()), min(last_turn.values())
 
     loop = asyncio.get_running_loop()
     wall = loop.time()
@@ -221,12 +226,12 @@ async def simulate(
             recorder.bucket = second
             await asyncio.gather(*(play(*entry) for entry in batch))
     seconds = sorted(recorder.writes)
-    steady_seconds = [s for s in seconds if s >= all_active and s < int(schedule[-1][0])]
+    steady_seconds = [s for s in seconds if s >= steady_from and s + 1 <= steady_until]
     index_writes = sum(n for counts in recorder.writes.values() for p, n in counts.items() if p.startswith("gsi1:"))
 
     # The listing a user sees afterwards: every session once, newest activity first.
     reader = DynamoDBSessionStore(table, ttl_days=30, client=client, clock=lambda: start + schedule[-1][0])
-    last_turn = {s: start + t for t, s, _ in schedule}
+    last_activity = {session: start + at for session, at in last_turn.items()}
     listed: list[str] = []
     after: str | None = None
     while True:
@@ -235,16 +240,16 @@ async def simulate(
         if page.next_cursor is None:
             break
         after = page.next_cursor
-    expected = [f"session-{s:05d}" for s in sorted(last_turn, key=lambda s: -last_turn[s])]
+    expected = [f"session-{s:05d}" for s in sorted(last_activity, key=lambda s: -last_activity[s])]
     ordered = sorted(listed) == sorted(expected) and _roughly_ordered(
-        listed, last_turn, 0.0 if design == "earlier" else reader.listing_interval
+        listed, last_activity, 0.0 if design == "earlier" else reader.listing_interval
     )
 
     return SimulationResult(
         design=design,
         sessions=sessions,
         turns=len(schedule),
-        steady=_share(recorder.writes, steady_seconds or seconds),
+        steady=_share(recorder.writes, steady_seconds),
         overall=_share(recorder.writes, seconds),
         index_writes_per_turn=index_writes / len(schedule),
         listing_ordered=ordered,
