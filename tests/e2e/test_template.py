@@ -368,8 +368,13 @@ def test_the_function_runs_the_streaming_runtime_as_configured(cfn: dict[str, An
         "MODEL_PROVIDER": "ModelProvider",
         "HISTORY_WINDOW": "HistoryWindow",
         "SESSION_TTL_DAYS": "SessionTtlDays",
+        "LISTING_SHARDS": "ListingShards",
+        "LISTING_INTERVAL_SECONDS": "ListingIntervalSeconds",
     }.items():
         assert env[variable] == {"Ref": parameter}
+    # Reserved concurrency only when asked for: 0 leaves the account's pool alone.
+    assert "ReservedConcurrentExecutions" not in Resolver(cfn, {"ReservedConcurrency": "0"}).resolve(function)
+    assert Resolver(cfn, {"ReservedConcurrency": "200"}).resolve(function)["ReservedConcurrentExecutions"] == "200"
 
     def env_for(scenario: dict[str, str]) -> dict[str, Any]:
         resolved = Resolver(cfn, scenario).resolve(function)

@@ -340,9 +340,8 @@ class DynamoDBSessionStore:
             base, created = start, now
             expires = int(now) + self.ttl_seconds if self.ttl_seconds else None
             system, title, listed_at = turn.system, turn.title, None
-        # The listing entry moves at the session's creation, then at most once per interval.
-        relist = listed_at is None or now - listed_at >= self.listing_interval
-        if relist:
+        entry = self._listing_entry(key, now, created, expires, listed_at)
+        if entry is not None:
             listed_at = now
 
         commit = uuid.uuid4().hex  # marks this attempt's items: see _landed
@@ -383,8 +382,7 @@ class DynamoDBSessionStore:
             for extra in (extras(start + len(turn.messages), expires) if extras is not None else [])
             if with_optional or not extra.optional
         ]
-        if relist:
-            entry = listing_item(key, shards=self.listing_shards, active_at=now, created_at=created, expires_at=expires)
+        if entry is not None:
             extra_writes.insert(0, ExtraWrite({"Put": {"TableName": self.table_name, "Item": entry}}))
         reserve = [head_put, *(extra.transact_item for extra in extra_writes)]
         batches = list(
@@ -407,6 +405,15 @@ class DynamoDBSessionStore:
                 return start
             raise
         return start
+
+    def _listing_entry(
+        self, key: SessionKey, now: float, created: float, expires: int | None, listed_at: float | None
+    ) -> dict[str, Any] | None:
+        """The listing item to write with this turn, if the session's entry moves: at the
+        session's creation, then at most once per `listing_interval`."""
+        if listed_at is not None and now - listed_at < self.listing_interval:
+            return None
+        return listing_item(key, shards=self.listing_shards, active_at=now, created_at=created, expires_at=expires)
 
     def _landed(self, pk: str, last_seq: int, commit: str) -> bool:
         """Whether this attempt's last message is stored: the transaction is atomic, so
