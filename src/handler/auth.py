@@ -2,8 +2,8 @@
 
 Each key is a principal; what a principal owns is keyed by a hash of its key, so
 the key itself is never stored or logged. Keys come from `API_KEYS` locally, or
-from a Secrets Manager secret when deployed (read with Powertools' parameters
-utility and trusted for `API_KEYS_MAX_AGE_SECONDS`, so a rotated key takes effect
+from a Secrets Manager secret when deployed (read with a botocore client, see
+`core.secrets`, and trusted for `API_KEYS_MAX_AGE_SECONDS`, so a rotated key takes effect
 without a redeploy). With no keys at all the service runs open, says so loudly,
 and refuses to start inside Lambda.
 """
@@ -76,17 +76,16 @@ class KeyRing:
         return self._cached
 
     def _fetch(self) -> tuple[str, ...]:
-        from aws_lambda_powertools.utilities import parameters
+        from core.secrets import read_secret
 
         assert self.secret_arn is not None
         try:
-            value = parameters.get_secret(self.secret_arn, max_age=0)
+            text = read_secret(self.secret_arn)
         except Exception:
             logger.exception("could not read the API keys secret")
             if self._cached:
                 return self._cached  # keep serving with the keys we had
             raise ApiError(503, "The service cannot check API keys right now.", code="service_unavailable") from None
-        text = value.decode() if isinstance(value, bytes) else str(value)
         return tuple(key.strip() for key in text.replace("\n", ",").split(",") if key.strip())
 
 
