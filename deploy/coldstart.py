@@ -34,6 +34,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 for path in (ROOT / "src", ROOT, ROOT / "deploy"):
@@ -99,19 +100,22 @@ def runtime_python(runtime: str) -> str:
     return build_function.find_interpreter(version).path
 
 
-def one_start(task_root: Path, env: dict[str, str], chat: bool, python: str | None = None) -> tuple[float, float]:
-    """(init ms: start to the first /next, total ms: start to the end of the response)."""
+def one_start(
+    task_root: Path, env: dict[str, str], chat: bool, python: str | None = None, event: dict[str, Any] | None = None
+) -> tuple[float, float]:
+    """(init ms: start to the first /next, total ms: start to the end of the response).
+    `event` replaces the default one (a streamed echo chat turn, or `GET /health`)."""
     with FakeRuntimeAPI() as api:
         run_env = {
             **env,
             "AWS_LAMBDA_RUNTIME_API": api.address,
             "LAMBDA_TASK_ROOT": str(task_root),
         }
-        if chat:
+        if event is None and chat:
             event = rest_event(
                 "POST", "/v1/chat/completions", chat_body("cold start"), headers={"Authorization": f"Bearer {KEY}"}
             )
-        else:
+        elif event is None:
             event = rest_event("GET", "/health")
         invocation = api.queue(event)
         started = time.monotonic()
