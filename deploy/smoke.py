@@ -3,8 +3,8 @@
     python deploy/smoke.py --url https://abc123.execute-api.eu-west-1.amazonaws.com/prod --key KEY
                            [--origin https://app.example.com] [--model NAME] [--min-spread-ms 100]
 
-Run it right after `sam deploy` (URL: the stack's `ApiUrl` output; KEY: one of its API
-keys). Standard library only, so it runs from any Python 3.11+. Each check is one or two
+Run it right after `sam deploy` (URL: the stack's `ApiUrl` output, `.../prod/v1`, or the
+stage's URL `.../prod`; KEY: one of its API keys). Standard library only, so it runs from any Python 3.11+. Each check is one or two
 real requests; together they show what the local tests cannot, because they go through
 API Gateway, its response streaming and the function as deployed:
 
@@ -85,7 +85,8 @@ class Target:
         self.scheme = parts.scheme
         self.host = parts.hostname
         self.port = parts.port
-        self.base = parts.path
+        # The stack's ApiUrl output is the OpenAI base URL, `.../prod/v1`: the API's root is its parent.
+        self.base = parts.path.removesuffix("/v1")
         self.key = key
         self.timeout = timeout
 

@@ -137,7 +137,7 @@ def runtime_front(local_table: tuple[Any, str], tmp_path: Path) -> Iterator[tupl
 
 def test_smoke_passes_against_the_streaming_runtime(runtime_front: tuple[ApiGatewayFront, RuntimeProcess]) -> None:
     front, runtime = runtime_front
-    result = smoke(front.url, "--origin", ORIGIN)
+    result = smoke(front.url + "/v1", "--origin", ORIGIN)  # the stack's ApiUrl output ends with /v1
     assert result.returncode == 0, result.stdout + result.stderr + runtime.log()
     assert verdicts(result.stdout) == dict.fromkeys(CHECKS, "PASS"), result.stdout
     assert KEY not in runtime.log()
