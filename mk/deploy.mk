@@ -10,7 +10,7 @@
 # LAMBDA_RUNTIME picks the function's Python for the build and the deploy together
 # (the template's PythonRuntime parameter); the package is built for arm64.
 
-LAMBDA_RUNTIME ?= python3.11
+LAMBDA_RUNTIME ?= python3.13
 export LAMBDA_RUNTIME
 DEPLOY_VENV := $(VENV)/deploy
 SAM_VENV := $(VENV)/sam
