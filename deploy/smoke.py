@@ -4,9 +4,9 @@
                            [--origin https://app.example.com] [--model NAME] [--min-spread-ms 100]
 
 Run it right after `sam deploy` (URL: the stack's `ApiUrl` output, `.../prod/v1`, or the
-stage's URL `.../prod`; KEY: one of its API keys). Standard library only, so it runs from any Python 3.11+. Each check is one or two
-real requests; together they show what the local tests cannot, because they go through
-API Gateway, its response streaming and the function as deployed:
+stage's URL `.../prod`; KEY: one of its API keys). Standard library only, so it runs
+from any Python 3.11+. Each check is one or two real requests; together they show what
+the local tests cannot, because they go through API Gateway, its response streaming and the function as deployed:
 
 - `page`:     `GET /` serves the chat page (HTML);
 - `models`:   `GET /v1/models` with the key lists the models (the first is used below);

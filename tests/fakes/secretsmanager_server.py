@@ -73,7 +73,7 @@ class SecretsManagerServer:
             endpoint_url=self.endpoint,
             region_name=REGION,
             aws_access_key_id="local",
-            aws_secret_access_key="local",  # noqa: S106 - a dummy for a local endpoint
+            aws_secret_access_key="local",  # a dummy: the endpoint is local
         )
 
     def create(self, name: str, value: str) -> str:
