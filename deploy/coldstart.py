@@ -1,13 +1,15 @@
 """`make coldstart`: what bytecode in the package is worth at a cold start, measured here.
 
-Builds the function's package for this machine's architecture and python3.11 (the
-only CPython here), in three variants, each zipped as `sam deploy` zips it (every
+Builds the function's package for this machine's architecture and one Python
+(`--runtime python3.11|python3.12|python3.13`; the package's bytecode is written, and
+the starts are run, by a CPython of that version found as `make build` finds it:
+pyenv's 3.12.1 and 3.13.0 on this project's machines), in three variants, each zipped as `sam deploy` zips it (every
 file dated 1980-01-01) and unzipped as Lambda does, then started N times as a fresh
 process through `exec-wrapper` on the bare interpreter (no virtualenv), with
 `PYTHONDONTWRITEBYTECODE=1` standing in for Lambda's read-only `/var/task`:
 
-- `unchecked-hash .pyc` - what `make build` ships for python3.11;
-- `no .pyc`             - what a build for python3.12+ made on a 3.11 machine ships;
+- `unchecked-hash .pyc` - what `make build` ships;
+- `no .pyc`             - what a build without the function's Python would ship (it now refuses);
 - `timestamp .pyc`      - pip's/compileall's default mode, which the zip's 1980 dates
                           make stale, so Python ignores the files.
 
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import py_compile
 import shutil
 import statistics
 import subprocess
@@ -33,6 +34,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 for path in (ROOT / "src", ROOT, ROOT / "deploy"):
@@ -67,14 +69,16 @@ def zip_round_trip(source: Path, target: Path) -> None:
     archive.unlink()
 
 
-def variants(base: Path, work: Path) -> dict[str, Path]:
+def variants(base: Path, work: Path, python: str) -> dict[str, Path]:
     plain = work / "plain"
     shutil.copytree(base, plain, ignore=shutil.ignore_patterns("__pycache__"))
     stamped = work / "stamped"
     shutil.copytree(plain, stamped)
-    import compileall
-
-    compileall.compile_dir(str(stamped), quiet=1, invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP, workers=0)
+    subprocess.run(  # noqa: S603
+        [python, "-I", "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "timestamp", str(stamped)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     result = {}
     for name, source in (("unchecked-hash .pyc", base), ("no .pyc", plain), ("timestamp .pyc", stamped)):
         target = work / ("zipped-" + name.split()[0].replace(".", ""))
@@ -87,24 +91,40 @@ def bare_python() -> str:
     return str(Path(sys.base_exec_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}")
 
 
-def one_start(task_root: Path, env: dict[str, str], chat: bool) -> tuple[float, float]:
-    """(init ms: start to the first /next, total ms: start to the end of the response)."""
+def runtime_python(runtime: str) -> str:
+    """The interpreter that plays Lambda's for `runtime`: a CPython of that version without
+    the project's virtualenv (the package must bring everything). Exits when none is here."""
+    version = runtime.removeprefix("python")
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
+        return bare_python()
+    return build_function.find_interpreter(version).path
+
+
+def one_start(
+    task_root: Path, env: dict[str, str], chat: bool, python: str | None = None, event: dict[str, Any] | None = None
+) -> tuple[float, float]:
+    """(init ms: start to the first /next, total ms: start to the end of the response).
+    `event` replaces the default one (a streamed echo chat turn, or `GET /health`)."""
     with FakeRuntimeAPI() as api:
         run_env = {
             **env,
             "AWS_LAMBDA_RUNTIME_API": api.address,
             "LAMBDA_TASK_ROOT": str(task_root),
         }
-        if chat:
+        if event is None and chat:
             event = rest_event(
                 "POST", "/v1/chat/completions", chat_body("cold start"), headers={"Authorization": f"Bearer {KEY}"}
             )
-        else:
+        elif event is None:
             event = rest_event("GET", "/health")
         invocation = api.queue(event)
         started = time.monotonic()
         process = subprocess.Popen(  # noqa: S603
-            [str(task_root / "handler" / "streaming" / "exec-wrapper"), bare_python(), "/var/runtime/bootstrap.py"],
+            [
+                str(task_root / "handler" / "streaming" / "exec-wrapper"),
+                python or bare_python(),
+                "/var/runtime/bootstrap.py",
+            ],
             env=run_env,
             cwd="/",
             stdout=subprocess.DEVNULL,
@@ -125,8 +145,19 @@ def one_start(task_root: Path, env: dict[str, str], chat: bool) -> tuple[float, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument(
+        "--runtime",
+        default=os.environ.get("LAMBDA_RUNTIME", "python3.11"),
+        help="one runtime, or several comma-separated (python3.11,python3.12,python3.13): their cells take turns",
+    )
+    parser.add_argument(
+        "--variants", default="unchecked-hash,no,timestamp", help="which packages: unchecked-hash, no, timestamp"
+    )
     args = parser.parse_args(argv)
     architecture = {"x86_64": "x86_64", "aarch64": "arm64"}[os.uname().machine]
+    runtimes = [runtime.strip() for runtime in args.runtime.split(",") if runtime.strip()]
+    pythons = {runtime: runtime_python(runtime) for runtime in runtimes}
+    wanted = {variant.strip().split()[0] for variant in args.variants.split(",")}
 
     from core.store.client import get_dynamodb_client
     from core.store.dynamodb import ensure_table
@@ -134,15 +165,18 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="threadline-coldstart-") as tmp, DynamoDBLocal() as database:
         work = Path(tmp)
-        print(f"building the package for python3.11 on {architecture} ...", flush=True)
-        with open(os.devnull, "w") as quiet:
-            stdout = sys.stdout
-            sys.stdout = quiet
-            try:
-                build_function.build(work / "built", "python3.11", architecture)
-            finally:
-                sys.stdout = stdout
-        packages = variants(work / "built", work)
+        packages: dict[tuple[str, str], Path] = {}
+        for runtime in runtimes:
+            print(f"building the package for {runtime} on {architecture} ...", flush=True)
+            with open(os.devnull, "w") as quiet:
+                stdout = sys.stdout
+                sys.stdout = quiet
+                try:
+                    build_function.build(work / runtime / "built", runtime, architecture)
+                finally:
+                    sys.stdout = stdout
+            built = variants(work / runtime / "built", work / runtime, pythons[runtime])
+            packages.update({(runtime, name): path for name, path in built.items() if name.split()[0] in wanted})
 
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "LAMBDA_"))}
         env.update(dummy_aws_environment(database.endpoint))
@@ -163,24 +197,29 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.clear()
         os.environ.update(saved)
 
-        print(f"{args.runs} fresh processes per cell, bare {bare_python()}, PYTHONDONTWRITEBYTECODE=1; ms")
-        print("(the cells take turns, so a busy machine slows them alike)")
-        cells = [(name, chat) for name in packages for chat in (False, True)]
-        for name, chat in cells:
-            one_start(packages[name], env, chat)  # warm the OS file cache: measure Python, not the disk
-        runs: dict[tuple[str, bool], list[tuple[float, float]]] = {cell: [] for cell in cells}
+        shown = ", ".join(f"{runtime}: {python}" for runtime, python in pythons.items())
+        print(f"{args.runs} fresh processes per cell, bare interpreters ({shown}), PYTHONDONTWRITEBYTECODE=1; ms")
+        print(f"(the cells take turns, so a busy machine slows them alike; load average {os.getloadavg()[0]:.1f})")
+        cells = [(key, chat) for key in packages for chat in (False, True)]
+        for key, chat in cells:  # warm the OS file cache: measure Python, not the disk
+            one_start(packages[key], env, chat, pythons[key[0]])
+        runs: dict[tuple[tuple[str, str], bool], list[tuple[float, float]]] = {cell: [] for cell in cells}
         for _ in range(args.runs):
-            for name, chat in cells:
-                runs[(name, chat)].append(one_start(packages[name], env, chat))
-        print(f"{'package':22} {'first event':16} {'init median':>11} {'done median':>11} {'done min':>9} {'max':>6}")
-        for (name, chat), results in runs.items():
+            for key, chat in cells:
+                runs[(key, chat)].append(one_start(packages[key], env, chat, pythons[key[0]]))
+        print(
+            f"{'runtime':11} {'package':20} {'first event':16} {'init median':>11} {'done median':>11} "
+            f"{'done min':>9} {'max':>6}"
+        )
+        for ((runtime, name), chat), results in runs.items():
             inits = [init for init, _ in results]
             totals = [total for _, total in results]
             label = "chat + DynamoDB" if chat else "GET /health"
             print(
-                f"{name:22} {label:16} {statistics.median(inits):11.0f} {statistics.median(totals):11.0f} "
-                f"{min(totals):9.0f} {max(totals):6.0f}"
+                f"{runtime:11} {name:20} {label:16} {statistics.median(inits):11.0f} "
+                f"{statistics.median(totals):11.0f} {min(totals):9.0f} {max(totals):6.0f}"
             )
+        print(f"(load average at the end {os.getloadavg()[0]:.1f})")
     return 0
 
 

@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import anyio
 
@@ -27,9 +26,6 @@ from handler.principals import KeyConfigError, KeyTable, parse_entries, parse_se
 logger = logging.getLogger("threadline.auth")
 
 RETRY_SECONDS = 5.0
-CONNECT_TIMEOUT_SECONDS = 2
-READ_TIMEOUT_SECONDS = 3
-MAX_ATTEMPTS = 2
 
 
 class SecretUnreadable(Exception):
@@ -37,30 +33,19 @@ class SecretUnreadable(Exception):
 
 
 def read_secret_with_botocore(arn: str) -> Callable[[], str]:
-    """A reader of the secret's current value, over one client with short timeouts
-    (a request waiting on a refresh must not outlive API Gateway's 29 s)."""
-    client: Any = None
+    """A reader of the secret's current value through the process's Secrets Manager client
+    (`core.secrets`: short timeouts, since a request waiting on a refresh must not outlive
+    API Gateway's 29 s)."""
 
     def read() -> str:
-        nonlocal client
         import botocore.exceptions
-        import botocore.session
-        from botocore.config import Config
 
-        if client is None:
-            config = Config(
-                connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                read_timeout=READ_TIMEOUT_SECONDS,
-                retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
-            )
-            client = botocore.session.get_session().create_client("secretsmanager", config=config)
+        from core.secrets import read_secret
+
         try:
-            value = client.get_secret_value(SecretId=arn)
+            return read_secret(arn)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise SecretUnreadable(f"{type(error).__name__}: {error}") from None
-        if "SecretString" in value:
-            return str(value["SecretString"])
-        return bytes(value.get("SecretBinary") or b"").decode("utf-8", errors="replace")
 
     return read
 
@@ -83,7 +68,6 @@ class KeyRing:
         self.max_stale = settings.api_keys_max_stale_seconds
         self.clock = clock
         self.retry_seconds = retry_seconds
-        self._own_reader = read_secret is None
         self._read = read_secret or (read_secret_with_botocore(self.secret_arn) if self.secret_arn else None)
         self._lock = threading.Lock()  # one read in flight, whatever event loop or thread asks
         self._last: tuple[KeyTable, float] | None = None  # the last good table, and when it was read
@@ -95,8 +79,6 @@ class KeyRing:
         (the snapshot may be hours old, and a key revoked since must not be served)."""
         self._last = None
         self._retry_at = float("-inf")
-        if self._own_reader and self.secret_arn:
-            self._read = read_secret_with_botocore(self.secret_arn)  # a new client, new credentials
 
     @property
     def open(self) -> bool:

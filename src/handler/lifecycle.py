@@ -15,13 +15,13 @@ default drop the process's cached AWS clients, so the next use creates them afre
 with the credentials of the restored environment:
 
 - the DynamoDB client (`core.store.client.get_dynamodb_client`, an `lru_cache`);
-- Powertools' parameter providers and their cache (the Secrets Manager client that
-  reads the API keys and the upstream's key, and the values it kept);
+- the Secrets Manager client (`core.secrets.get_secrets_client`) that reads the API
+  keys and the upstream's key;
 - the `random` module's state, reseeded from the OS.
 
 Other objects register their own hook (`after_restore(obj.method)`; a bound method
 is held weakly, so registering does not keep its object alive): the API keyring
-forgets the keys it read and its Secrets Manager client (`handler.keyring.KeyRing.forget`).
+forgets the keys it read (`handler.keyring.KeyRing.forget`).
 
 Nothing AWS-related is imported here: the hooks import only what is already loaded.
 """
@@ -73,12 +73,10 @@ def _forget_the_dynamodb_client() -> None:
 
 
 @after_restore
-def _forget_parameter_providers() -> None:
-    """Powertools keeps one provider per kind (each with its boto3 client) and a value cache."""
-    parameters: Any = sys.modules.get("aws_lambda_powertools.utilities.parameters")
-    if parameters is not None:
-        parameters.clear_caches()
-        parameters.base.DEFAULT_PROVIDERS.clear()
+def _forget_the_secrets_client() -> None:
+    module = sys.modules.get("core.secrets")
+    if module is not None:
+        module.get_secrets_client.cache_clear()
 
 
 @after_restore

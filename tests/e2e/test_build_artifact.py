@@ -111,24 +111,102 @@ def test_bytecode_stays_valid_after_sams_zip(package: Path) -> None:
         assert code.co_filename == f"/var/task/{module}"
 
 
-def test_a_package_for_another_python_builds_on_this_one(tmp_path: Path) -> None:
-    """The build needs no interpreter of the target's version: wheels come for the target's
-    Python and platform; only bytecode cannot be written (and is not)."""
-    out = tmp_path / "py313"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "deploy" / "build_function.py"), "--out", str(out), "--runtime", "python3.13"],
+MAGIC_NUMBERS = {"python3.11": 3495, "python3.12": 3531, "python3.13": 3571}
+"""CPython's own numbers (Lib/importlib/_bootstrap_external.py): a .pyc with another is ignored."""
+
+
+def _magic(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[:2], "little")
+
+
+@pytest.fixture(scope="module", params=["python3.12", "python3.13"])
+def newer_package(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """`make build-ThreadlineFunction` for a newer Python, run from this 3.11 virtualenv."""
+    runtime: str = request.param
+    probe = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "build_function.py"), "--find-python", runtime],
         capture_output=True,
         text=True,
-        timeout=900,
-        check=True,
+        check=False,
     )
-    assert "bytecode: NONE" in result.stdout
-    assert not list(out.rglob("*.pyc"))
-    assert (out / "pydantic_core" / "_pydantic_core.cpython-313-aarch64-linux-gnu.so").is_file()
+    if probe.returncode != 0:
+        pytest.skip(f"no CPython for {runtime} on this machine: {probe.stderr.strip()[:200]}")
+    out = tmp_path_factory.mktemp(runtime) / "ThreadlineFunction"
+    subprocess.run(
+        ["make", "--no-print-directory", "build-ThreadlineFunction", f"ARTIFACTS_DIR={out}"],
+        cwd=ROOT,
+        check=True,
+        timeout=900,
+        env={**os.environ, "LAMBDA_RUNTIME": runtime},
+    )
+    return runtime, out
+
+
+def test_a_package_for_a_newer_python_ships_bytecode_of_that_python(newer_package: tuple[str, Path]) -> None:
+    """python3.12 and python3.13 packages built here carry .pyc files that their Python
+    reads: its magic number and name tag, for every module, written by that interpreter."""
+    runtime, out = newer_package
+    nodot = runtime.removeprefix("python").replace(".", "")
+    pyc = list(out.rglob("*.pyc"))
+    sources = [path for path in out.rglob("*.py") if "__pycache__" not in path.parts]
+    assert len(pyc) >= len(sources) * 0.95, (len(pyc), len(sources))
+    assert {_magic(path) for path in pyc} == {MAGIC_NUMBERS[runtime]}
+    assert all(f".cpython-{nodot}.pyc" in path.name for path in pyc)
+    for module in ("handler/app.py", "handler/streaming/runtime.py", "fastapi/applications.py"):
+        source = out / module
+        cache = source.parent / "__pycache__" / f"{source.stem}.cpython-{nodot}.pyc"
+        data = cache.read_bytes()
+        assert _magic(cache) == MAGIC_NUMBERS[runtime], cache
+        assert int.from_bytes(data[4:8], "little") == 0b01, f"{cache}: not unchecked-hash"
+    assert (out / "pydantic_core" / f"_pydantic_core.cpython-{nodot}-aarch64-linux-gnu.so").is_file()
     for path in out.rglob("*.so"):
         assert elf_machine(path) == "aarch64", path
     record = json.loads((out / "threadline-build.json").read_text())
-    assert (record["python"], record["bytecode"]) == ("3.13", False)
+    assert record["python"] == runtime.removeprefix("python")
+    assert record["bytecode"] is True and record["magic_number"] == MAGIC_NUMBERS[runtime]
+    assert record["bytecode_by"].startswith(runtime.removeprefix("python") + ".")
+
+
+def test_without_the_functions_python_the_build_refuses_and_says_what_to_do(tmp_path: Path) -> None:
+    """No silent package without bytecode: no python3.12 on PATH or under pyenv -> exit 3,
+    before anything is downloaded, naming the ways out."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYENV", "TARGET_PYTHON"))}
+    env.update({"PATH": str(empty), "PYENV_ROOT": str(empty)})
+    out = tmp_path / "py312"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "build_function.py"), "--out", str(out), "--runtime", "python3.12"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "no CPython 3.12 on this machine" in result.stderr
+    assert "sam build --use-container" in result.stderr and "TARGET_PYTHON" in result.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_bytecode_of_another_python_is_caught(tmp_path: Path) -> None:
+    """The check the build runs on every .pyc: one written by 3.11 is named, for a 3.13 target."""
+    sys.path.insert(0, str(ROOT / "deploy"))
+    try:
+        import build_function
+    finally:
+        sys.path.remove(str(ROOT / "deploy"))
+    module = tmp_path / "mod.py"
+    module.write_text("x = 1\n")
+    import py_compile
+
+    py_compile.compile(str(module), cfile=str(tmp_path / "__pycache__" / "mod.cpython-313.pyc"))
+    magic_313 = (3571).to_bytes(2, "little") + b"\r\n"
+    written = int.from_bytes(importlib.util.MAGIC_NUMBER[:2], "little")
+    assert written != 3571, "this test needs a Python other than 3.13 to write the wrong bytecode"
+    problems = build_function.check_bytecode(tmp_path, magic_313, "cpython-313")
+    assert problems == [f"__pycache__/mod.cpython-313.pyc (magic {written}, not 3571)"]
+    assert build_function.check_bytecode(tmp_path, importlib.util.MAGIC_NUMBER, "cpython-313") == []
 
 
 def _zip_like_sam(source: Path, target: Path) -> None:

@@ -57,9 +57,13 @@ class Clock:
 
 @pytest.fixture
 def secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalSecretsManager]:
+    from core.secrets import get_secrets_client
+
     with LocalSecretsManager() as endpoint:
         monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", endpoint.url)
+        get_secrets_client.cache_clear()  # the process's client, pointed at this endpoint
         yield endpoint
+    get_secrets_client.cache_clear()
 
 
 @pytest.fixture(autouse=True)

@@ -34,7 +34,6 @@ def _secret(arn: str | None) -> str | None:
     """The upstream's key from Secrets Manager (deployed), read once per container."""
     if not arn:
         return None
-    from aws_lambda_powertools.utilities import parameters
+    from core.secrets import read_secret
 
-    value = parameters.get_secret(arn)
-    return (value.decode() if isinstance(value, bytes) else str(value)).strip()
+    return read_secret(arn).strip()
