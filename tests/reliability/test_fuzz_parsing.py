@@ -372,3 +372,49 @@ def test_a_body_nested_absurdly_deep_is_a_400(api: TestClient, depth: int) -> No
     response = api.post("/v1/chat/completions", content=raw, headers={"Authorization": f"Bearer {KEY}"})
     assert response.status_code == 400, (response.status_code, response.text[:200])
     assert_contract_error(400, response.content)
+
+
+# Issue 9, item 6: query values `str.isdigit()` accepted (`²`, `٣`: Unicode digits that
+# int() refuses or reads as 3) and digit strings longer than int()'s 4,300-digit limit.
+UNICODE_NUMBERS = [
+    "²",
+    "٣",
+    "\u0661\u0660",  # Arabic-Indic 10
+    "\U0001d7d9",  # mathematical double-struck 1
+    "½",
+    "9" * 5000,
+    "1" * 4301,
+    "0" * 20 + "5",
+    "-1",
+    "+5",
+    " 5",
+    "5\x00",
+    "\U0010ffff",
+]
+
+
+@pytest.mark.parametrize("value", UNICODE_NUMBERS, ids=lambda v: repr(v[:8]) + (f"x{len(v)}" if len(v) > 8 else ""))
+@pytest.mark.parametrize("name", ["limit", "after"])
+@pytest.mark.parametrize("route", ["/v1/sessions", "/v1/sessions/0/messages"])
+def test_a_paging_parameter_that_is_not_ascii_digits_is_a_400(
+    api: TestClient, route: str, name: str, value: str
+) -> None:
+    api.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {KEY}", HEADER: "0"},
+    )
+    response = api.get(route, params={name: value}, headers={"Authorization": f"Bearer {KEY}"})
+    assert response.status_code == 400, (response.status_code, response.text[:200])
+    assert_contract_error(400, response.content)
+    assert response.json()["error"]["param"] == name
+
+
+def test_a_content_length_of_5000_digits_is_a_413_not_a_crash(api: TestClient) -> None:
+    response = api.post(
+        "/v1/chat/completions",
+        content=b'{"messages": [{"role": "user", "content": "hi"}]}',
+        headers={"Authorization": f"Bearer {KEY}", "Content-Length": "9" * 5000},
+    )
+    assert response.status_code == 413, (response.status_code, response.text[:200])
+    assert_contract_error(413, response.content)
