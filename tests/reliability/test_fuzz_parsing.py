@@ -45,6 +45,7 @@ from core.settings import Settings
 from core.store.dynamodb import DynamoDBSessionStore
 from core.wire import SYSTEM_ROLES, ChatCompletionRequest, ChatMessage
 from handler.app import create_app
+from tests.reliability.budget import RANDOM, examples
 from tests.reliability.contract import assert_contract_error, sse_frames
 
 KEY = "sk-fuzz-key-0123456789"
@@ -52,8 +53,8 @@ HEADER = "X-Hermes-Session-Id"
 VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 ROLES = ["system", "developer", "user", "assistant", "tool", "function"]
 FUZZ = settings(
-    max_examples=150,
-    derandomize=True,
+    max_examples=examples(150),
+    derandomize=not RANDOM,
     database=None,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
@@ -61,7 +62,7 @@ FUZZ = settings(
 
 # No shrinking: a failing request is reported as found (shrinking 5,000-character values
 # one request at a time takes minutes).
-PER_ROUTE = settings(FUZZ, max_examples=40, phases=[Phase.explicit, Phase.generate])
+PER_ROUTE = settings(FUZZ, max_examples=examples(40), phases=[Phase.explicit, Phase.generate])
 
 # --------------------------------------------------------------------------- strategies
 
