@@ -515,3 +515,11 @@ def test_a_content_length_of_5000_digits_is_a_413_not_a_crash(api: TestClient) -
     )
     assert response.status_code == 413, (response.status_code, response.text[:200])
     assert_contract_error(413, response.content)
+
+
+@pytest.mark.parametrize("name", ["%00", "app.js%00", "a" * 5000, "%ED%A0%80", "..%2Fapp.py"])
+def test_an_asset_name_the_filesystem_cannot_take_is_a_404(api: TestClient, name: str) -> None:
+    """`/static/%00` was a 500 (the path reached the filesystem, which raised)."""
+    response = api.get(f"/static/{name}")
+    assert response.status_code == 404, (response.status_code, response.text[:200])
+    assert_contract_error(404, response.content)
