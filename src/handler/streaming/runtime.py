@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+from handler.lambda_events import sanitized
 from handler.streaming.asgi import ASGIApp, StreamingHTTPCycle
 from handler.streaming.context import LambdaContext
 from handler.streaming.runtime_api import ContainerError, ErrorReport, Invocation, RuntimeAPI
@@ -142,7 +143,7 @@ class Runtime:
                 event = json.loads(invocation.body)
                 if not isinstance(event, dict):
                     raise ValueError("the event is not a JSON object")
-                handler = self.adapter.infer(event, context)
+                handler = self.adapter.infer(sanitized(event), context)
                 scope, body = handler.scope, handler.body
             except Exception as error:
                 logger.error("Unsupported event: %s", error)
