@@ -1,19 +1,19 @@
 """Validate our bodies against the official OpenAI OpenAPI description.
 
-The spec lives in `../shared/openai-openapi/openapi.json`; tests that need it skip
-with a clear message where it is absent. It still uses OpenAPI 3.0's
-`nullable: true`, which Draft 2020-12 ignores, so it is rewritten to accept null.
+The spec is pinned in the repository, `tests/openai-openapi/openapi.json` (see the
+README there); without it every check fails, so no test passes because it is missing.
+It still uses OpenAPI 3.0's `nullable: true`, which Draft 2020-12 ignores, so it is
+rewritten to accept null.
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-SPEC_PATH = Path(__file__).resolve().parent.parent.parent / "shared" / "openai-openapi" / "openapi.json"
+SPEC_PATH = Path(__file__).resolve().parent / "openai-openapi" / "openapi.json"
 SPEC_URI = "urn:openai-openapi"
 
 
@@ -36,26 +36,30 @@ def _accept_null(node: Any) -> Any:
     return node
 
 
+SPEC_MISSING = f"the official OpenAI spec is missing ({SPEC_PATH}): restore it from git (see its README)"
+
+
+@cache
+def spec() -> dict[str, Any]:
+    """The pinned official spec, as published (nullable and all); a missing file fails the test."""
+    if not SPEC_PATH.exists():
+        raise AssertionError(SPEC_MISSING)
+    document: dict[str, Any] = json.loads(SPEC_PATH.read_text())
+    return document
+
+
 @cache
 def _registry() -> Any:
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT202012
 
-    spec = _accept_null(json.loads(SPEC_PATH.read_text()))
-    return Registry().with_resource(SPEC_URI, Resource.from_contents(spec, default_specification=DRAFT202012))
-
-
-SPEC_MISSING = f"the official OpenAI spec is absent ({SPEC_PATH}); schema checks are skipped"
+    return Registry().with_resource(
+        SPEC_URI, Resource.from_contents(_accept_null(spec()), default_specification=DRAFT202012)
+    )
 
 
 def validate(body: Any, schema: str) -> None:
-    """Assert `body` is valid against `#/components/schemas/<schema>`.
-
-    Without the spec this check alone is skipped (with a warning) and the rest of the
-    calling test still runs; `tests/unit/test_schemas.py` reports the skip itself."""
-    if not SPEC_PATH.exists():
-        warnings.warn(SPEC_MISSING, stacklevel=2)
-        return
+    """Assert `body` is valid against `#/components/schemas/<schema>` (fails without the spec)."""
     from jsonschema import Draft202012Validator
 
     validator = Draft202012Validator({"$ref": f"{SPEC_URI}#/components/schemas/{schema}"}, registry=_registry())

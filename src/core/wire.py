@@ -52,8 +52,10 @@ class ChatMessage(_Lenient):
 
     @model_validator(mode="after")
     def _check_shape(self) -> ChatMessage:
-        if self.role == "tool" and not self.tool_call_id:
+        if self.role == "tool" and self.tool_call_id is None:
             raise ValueError("a message with role 'tool' needs a tool_call_id")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a message with role 'tool' needs a non-empty tool_call_id (the call it answers)")
         if self.role in {"user", "system", "developer", "tool"} and self.content is None:
             raise ValueError(f"a message with role '{self.role}' needs content")
         if self.role == "assistant" and self.content is None and not self.tool_calls:

@@ -13,6 +13,7 @@ running as code even if a rendering bug let markup through.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -54,6 +55,7 @@ HEADERS = {
 }
 
 router = APIRouter(include_in_schema=False)
+_ASSET_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 
 
 @router.get("/", response_model=None)
@@ -72,6 +74,8 @@ async def index(request: Request) -> Response:
 @router.get("/static/{name}", response_model=None)
 async def asset(request: Request) -> FileResponse:
     name = path_param(request, "name")
+    if not _ASSET_NAME.fullmatch(name):  # before the filesystem: NUL or 5,000 characters make it raise
+        raise not_found(f"Invalid URL (GET /static/{name[:100]})")
     path = (STATIC_DIR / name).resolve()
     if path.parent != STATIC_DIR or not path.is_file() or path.suffix not in _TYPES:
         raise not_found(f"Invalid URL (GET /static/{name[:100]})")

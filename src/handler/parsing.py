@@ -9,6 +9,7 @@ a route its request-body schema in the OpenAPI document.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -135,6 +136,17 @@ def page_parameters(default_limit: int) -> dict[str, Any]:
             },
         ]
     }
+
+
+_SMALL_NUMBER = re.compile(r"[0-9]{1,9}")
+"""ASCII digits only, and few of them: `str.isdigit()` also accepts `²` and `٣` (which
+`int()` refuses or reads as 3), and `int()` of more than 4,300 digits raises."""
+
+
+def small_int(raw: str) -> int | None:
+    """`raw` as a non-negative integer if it is 1 to 9 ASCII digits, else None (a query
+    parameter that is not a number, whatever Unicode it holds)."""
+    return int(raw) if _SMALL_NUMBER.fullmatch(raw) else None
 
 
 def path_param(request: Request, name: str) -> str:

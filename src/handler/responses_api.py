@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from core.errors import ApiError
+from core.errors import ApiError, bad_request
 from core.responses.sse import open_response_stream
 from core.responses.wire import CreateResponseRequest, parse_create_request
 from core.sessions import SESSION_HEADER
@@ -53,6 +53,12 @@ async def create_response(request: Request) -> Response:
 @router.get("/v1/responses/{response_id}", response_model=None, openapi_extra=path_parameters("response_id"))
 async def retrieve_response(request: Request) -> JSONResponse:
     response_id = path_param(request, "response_id")
+    if request.query_params.get("stream", "").strip().lower() in ("true", "1"):
+        raise bad_request(
+            "Streaming a stored response (stream=true) is not supported: retrieve it without 'stream'.",
+            param="stream",
+            code="unsupported_parameter",
+        )
     stored = await responses_service(request).retrieve(principal_of(request), response_id)
     return JSONResponse(stored.body, headers={SESSION_HEADER: stored.session_id})
 

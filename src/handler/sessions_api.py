@@ -14,7 +14,7 @@ from core.errors import bad_request, not_found
 from core.sessions import validate_session_id
 from core.store.base import InvalidCursor, SessionKey
 from handler.deps import chat_service, principal_of
-from handler.parsing import page_parameters, path_param, path_parameters
+from handler.parsing import page_parameters, path_param, path_parameters, small_int
 
 router = APIRouter()
 
@@ -27,9 +27,10 @@ def _limit(request: Request, default: int) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    limit = small_int(raw)
+    if limit is None or not 1 <= limit <= MAX_PAGE:
         raise bad_request(f"limit must be an integer from 1 to {MAX_PAGE}.", param="limit", code="invalid_value")
-    return int(raw)
+    return limit
 
 
 def _session_key(request: Request, session_id: str) -> SessionKey:

@@ -230,14 +230,21 @@ def _unzip_like_lambda(archive: Path, target: Path) -> None:
             os.utime(path, (ZIP_EPOCH, ZIP_EPOCH))
 
 
-def bare_python() -> str:
-    """This Python without the project's virtualenv: the package must bring everything."""
-    candidate = Path(sys.base_exec_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
-    assert candidate.is_file(), candidate
-    probe = subprocess.run([str(candidate), "-c", "import fastapi"], capture_output=True, check=False)
-    if probe.returncode == 0:
-        pytest.skip("the base interpreter has fastapi installed: it cannot show the package is self-contained")
-    return str(candidate)
+def bare_python(where: Path) -> str:
+    """This Python without any site-packages (`-S`), the project's virtualenv or not: the
+    package must bring everything. A shim named like an interpreter, since the exec
+    wrapper takes the interpreter's path as Lambda gives it (and `-I` would drop the
+    PYTHONPATH the wrapper sets)."""
+    base = Path(sys.base_exec_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    assert base.is_file(), base
+    where.mkdir(parents=True, exist_ok=True)
+    shim = where / base.name
+    shim.write_text(f'#!/bin/sh\nexec "{base}" -S "$@"\n')
+    shim.chmod(0o755)
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    probe = subprocess.run([str(shim), "-c", "import fastapi"], capture_output=True, check=False, env=env)
+    assert probe.returncode != 0, f"{shim} imports fastapi without the package: it cannot show the package is whole"
+    return str(shim)
 
 
 def test_a_package_for_this_machine_serves_after_the_zip_round_trip(
@@ -277,7 +284,7 @@ def test_a_package_for_this_machine_serves_after_the_zip_round_trip(
         wrapper = task_root / "handler" / "streaming" / "exec-wrapper"
         log = (tmp_path / "runtime.log").open("wb")
         process = subprocess.Popen(
-            [str(wrapper), bare_python(), "/var/runtime/bootstrap.py"],
+            [str(wrapper), bare_python(tmp_path / "interpreter"), "/var/runtime/bootstrap.py"],
             env=env,
             cwd="/",
             stdout=log,

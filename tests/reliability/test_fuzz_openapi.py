@@ -36,9 +36,10 @@ from core.providers.echo import EchoProvider
 from core.settings import Settings
 from core.store.dynamodb import DynamoDBSessionStore
 from handler.app import create_app
+from tests.reliability.budget import RANDOM, examples
 from tests.reliability.contract import error_problems
 
-MAX_EXAMPLES = 60
+MAX_EXAMPLES = examples(60)
 SETTINGS = Settings(sessions_table="sessions-unit")
 # The document is read once, at collection, from the app itself; each test then gives
 # the app a fresh service on that test's moto table (`app.state.services`, as deps.py reads it).
@@ -94,7 +95,7 @@ def test_fuzzed_requests_get_no_5xx_and_errors_in_the_contract_shape(
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
         max_examples=MAX_EXAMPLES,
-        derandomize=True,
+        derandomize=not RANDOM,
         database=None,
         deadline=None,
         suppress_health_check=list(HealthCheck),

@@ -9,10 +9,14 @@ Two levels:
   bodies and message lists (roles, content strings, part lists, nulls, unicode, huge
   numbers, nested junk, unknown fields) with arbitrary `X-Hermes-Session-Id`,
   `Idempotency-Key`, `Authorization` and `Content-Type` headers, on
-  `/v1/chat/completions`, streamed or not, and on the session routes' `limit` /
-  `after` / path parameters, which the OpenAPI document does not describe.
+  `/v1/chat/completions`, streamed or not;
+- every route the app mounts (a new one fails `test_every_mounted_route_is_fuzzed`
+  until it is listed): its path, query and header values in full Unicode, sent as
+  the bytes a client would put on the wire: any plane, digits of every script (`²`,
+  `٣`), 4,000 to 6,000-digit numbers, lone surrogates, NUL, values up to 9,000
+  characters. Never a 5xx; every error in the contract's shape.
 
-Bounded: `max_examples` per test, derandomized, no example database. Two input
+Bounded: `max_examples` per test (40 per route), derandomized, no example database. Two input
 classes the fuzzer found crashing the service (now 400s) have tests of their own below,
 since the broad strategies cannot produce them: unpaired UTF-16 surrogate escapes
 (`"\\ud800"`, which `json.dumps` never writes) and JSON nested about 950 deep.
@@ -25,10 +29,10 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote_from_bytes
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 from starlette.testclient import TestClient
@@ -41,6 +45,7 @@ from core.settings import Settings
 from core.store.dynamodb import DynamoDBSessionStore
 from core.wire import SYSTEM_ROLES, ChatCompletionRequest, ChatMessage
 from handler.app import create_app
+from tests.reliability.budget import RANDOM, examples
 from tests.reliability.contract import assert_contract_error, sse_frames
 
 KEY = "sk-fuzz-key-0123456789"
@@ -48,12 +53,16 @@ HEADER = "X-Hermes-Session-Id"
 VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 ROLES = ["system", "developer", "user", "assistant", "tool", "function"]
 FUZZ = settings(
-    max_examples=150,
-    derandomize=True,
+    max_examples=examples(150),
+    derandomize=not RANDOM,
     database=None,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+
+# No shrinking: a failing request is reported as found (shrinking 5,000-character values
+# one request at a time takes minutes).
+PER_ROUTE = settings(FUZZ, max_examples=examples(40), phases=[Phase.explicit, Phase.generate])
 
 # --------------------------------------------------------------------------- strategies
 
@@ -71,7 +80,36 @@ junk = st.recursive(
     max_leaves=12,
 )
 session_ids = st.one_of(st.from_regex(VALID_ID, fullmatch=True), st.text(max_size=140))
-header_text = st.text(st.characters(codec="latin-1", exclude_characters="\r\n"), max_size=300)
+# Numbers as a client may write them: ASCII, any script's digits (², ٣, Ⅻ: str.isdigit()
+# takes some that int() refuses), or more digits than int() reads (4,300).
+numberish = st.one_of(
+    st.integers(min_value=-5, max_value=200).map(str),
+    st.text(st.characters(categories=["Nd", "No", "Nl"]), min_size=1, max_size=4),
+    st.integers(min_value=4000, max_value=6000).map(lambda n: "9" * n),
+)
+# Full Unicode, as a hostile client sends it in a path, a query or a header: any code
+# point, numbers as above, lone surrogates (sent as their raw bytes, which every
+# transport here carries), NUL, and very long values.
+unicode_text = st.one_of(
+    numberish,
+    st.text(max_size=60),
+    st.text(st.characters(categories=["Cs"]), min_size=1, max_size=3),
+    st.builds(lambda a, b: a + "\x00" + b, st.text(max_size=8), st.text(max_size=8)),
+    st.builds(lambda c, n: c * n, st.characters(), st.integers(min_value=1000, max_value=9000)),
+)
+
+
+def wire(text: str) -> bytes:
+    """What a client puts on the wire for `text`: UTF-8, lone surrogates included."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def header_bytes(text: str) -> bytes:
+    """A header value on the wire: no real transport carries CR or LF inside one."""
+    return wire(text).replace(b"\r", b"").replace(b"\n", b"")
+
+
+header_text = st.one_of(st.text(st.characters(codec="latin-1", exclude_characters="\r\n"), max_size=300), unicode_text)
 
 part = st.fixed_dictionaries(
     {"type": st.one_of(st.sampled_from(["text", "image_url", "input_audio", "refusal", "file"]), junk)},
@@ -214,9 +252,9 @@ def test_any_chat_request_gets_an_answer_or_a_contract_error(
     def fuzz(raw: bytes, headers: dict[str, str], auth: str | None) -> None:
         if auth is not None:
             headers = {**headers, "Authorization": auth}
-        # As bytes: a header is latin-1 on the wire (httpx would refuse non-ASCII text).
-        wire = {name: value.encode("latin-1") for name, value in headers.items()}
-        response = api.post("/v1/chat/completions", content=raw, headers=wire)
+        # As bytes (httpx would refuse non-ASCII text): UTF-8, surrogates and all.
+        on_wire = {name: header_bytes(value) for name, value in headers.items()}
+        response = api.post("/v1/chat/completions", content=raw, headers=on_wire)
         statuses[response.status_code] += 1
         assert_contract_answer(response)
         if auth != f"Bearer {KEY}":
@@ -252,30 +290,88 @@ def test_any_message_list_gets_an_answer_or_a_contract_error(
     assert statuses[200] > 0, "no fuzzed message list got through to the model and the store"
 
 
-def test_session_routes_take_any_id_and_any_paging_parameters(
-    api: TestClient, report: Callable[[str, str], None]
+def mounted_routes(app: Any) -> set[tuple[str, str]]:
+    """(method, path) of every route the app serves, through included routers too."""
+    found: set[tuple[str, str]] = set()
+    pending = list(app.routes)
+    while pending:
+        route = pending.pop()
+        if hasattr(route, "original_router"):
+            pending.extend(route.original_router.routes)
+        elif hasattr(route, "path"):
+            found |= {(method, route.path) for method in getattr(route, "methods", None) or {"GET"} if method != "HEAD"}
+    return found
+
+
+# Every route, with a body that gets through to the route's own logic where it takes one,
+# so the fuzzed path, query and header values are what decides the answer.
+ROUTES: dict[tuple[str, str], dict[str, Any] | None] = {
+    ("POST", "/v1/chat/completions"): {"model": "echo", "messages": [{"role": "user", "content": "hi"}]},
+    ("POST", "/v1/responses"): {"model": "echo", "input": "hi"},
+    ("GET", "/v1/responses/{response_id}"): None,
+    ("DELETE", "/v1/responses/{response_id}"): None,
+    ("GET", "/v1/models"): None,
+    ("GET", "/v1/sessions"): None,
+    ("GET", "/v1/sessions/{session_id}/messages"): None,
+    ("DELETE", "/v1/sessions/{session_id}"): None,
+    ("GET", "/health"): None,
+    ("GET", "/v1/health"): None,
+    ("GET", "/"): None,
+    ("GET", "/static/{name}"): None,
+    ("GET", "/openapi.json"): None,
+    ("GET", "/docs"): None,
+    ("GET", "/docs/oauth2-redirect"): None,
+    ("GET", "/redoc"): None,
+}
+KNOWN_SEGMENTS = {template: "app.js" if "static" in template else "0" for _, template in ROUTES}
+"""A path value that exists (session "0" is created first; response ids never match it)."""
+PATH_PARAMETER = re.compile(r"\{[a-z_]+\}")
+QUERY_NAMES = ["limit", "after", "stream", "include", "starting_after", "order", "model"]
+HEADER_NAMES = [HEADER, "Idempotency-Key", "Content-Type", "Accept", "Origin", "Access-Control-Request-Method"]
+
+
+def test_every_mounted_route_is_fuzzed(api: TestClient) -> None:
+    """A new route fails here until the fuzzer below covers it."""
+    assert mounted_routes(api.app) == set(ROUTES)
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES), ids=" ".join)
+def test_any_unicode_in_a_routes_path_query_and_headers_is_never_a_5xx(
+    api: TestClient, report: Callable[[str, str], None], route: tuple[str, str]
 ) -> None:
     statuses: Counter[int] = Counter()
+    method, template = route
 
     @given(
-        session=st.text(max_size=140),
-        limit=st.one_of(st.none(), header_text, st.integers().map(str)),
-        after=st.one_of(st.none(), header_text, st.integers().map(str)),
-        route=st.sampled_from(["messages", "list", "delete"]),
+        segment=st.one_of(st.just(KNOWN_SEGMENTS[template]), unicode_text),
+        query=st.tuples(
+            st.fixed_dictionaries({}, optional={name: st.one_of(numberish, unicode_text) for name in QUERY_NAMES}),
+            st.dictionaries(unicode_text, unicode_text, max_size=2),
+        ).map(lambda pair: {**pair[1], **pair[0]}),
+        headers=st.fixed_dictionaries({}, optional=dict.fromkeys(HEADER_NAMES, unicode_text)),
+        wrong_key=st.one_of(st.none(), st.none(), st.none(), unicode_text),  # mostly the right key
+        stream=st.booleans(),
     )
-    @FUZZ
-    def fuzz(session: str, limit: str | None, after: str | None, route: str) -> None:
-        params = {name: value for name, value in (("limit", limit), ("after", after)) if value is not None}
-        headers = {"Authorization": f"Bearer {KEY}"}
-        path = "/v1/sessions/" + quote(session, safe="")
-        if route == "list":
-            response = api.get("/v1/sessions", params=params, headers=headers)
-        elif route == "messages":
-            response = api.get(path + "/messages", params=params, headers=headers)
-        else:
-            response = api.delete(path, headers=headers)
+    @PER_ROUTE
+    def fuzz(segment: str, query: dict[str, str], headers: dict[str, str], wrong_key: str | None, stream: bool) -> None:
+        path = PATH_PARAMETER.sub(lambda _: quote_from_bytes(wire(segment), safe=""), template)
+        if query:
+            path += "?" + "&".join(
+                f"{quote_from_bytes(wire(name), safe='')}={quote_from_bytes(wire(value), safe='')}"
+                for name, value in query.items()
+            )
+        assume(len(path) < 60_000)  # httpx's limit; servers refuse far shorter URLs themselves
+        # Header values travel as bytes (httpx would refuse non-ASCII text).
+        raw_headers = {name: header_bytes(value) for name, value in headers.items()}
+        raw_headers["Authorization"] = header_bytes(f"Bearer {KEY if wrong_key is None else wrong_key}")
+        body = ROUTES[route]
+        response = api.request(
+            method, path, json=None if body is None else {**body, "stream": stream}, headers=raw_headers
+        )
         statuses[response.status_code] += 1
-        assert_contract_answer(response)
+        assert response.status_code < 500, (method, path[:200], response.status_code, response.text[:300])
+        if response.status_code >= 400:
+            assert_contract_error(response.status_code, response.content, secrets=(KEY,))
 
     api.post(
         "/v1/chat/completions",
@@ -283,7 +379,8 @@ def test_session_routes_take_any_id_and_any_paging_parameters(
         headers={"Authorization": f"Bearer {KEY}", HEADER: "0"},
     )  # one session to page through
     fuzz()
-    report("statuses", f"hypothesis: session routes with any id, limit and after: {summary(statuses)}")
+    report("statuses", f"hypothesis: {method} {template}, full-Unicode path, query, headers: {summary(statuses)}")
+    assert sum(statuses.values()) - statuses[401] > 0, "no fuzzed request got past authentication"
 
 
 def summary(statuses: Counter[int]) -> str:
@@ -372,3 +469,57 @@ def test_a_body_nested_absurdly_deep_is_a_400(api: TestClient, depth: int) -> No
     response = api.post("/v1/chat/completions", content=raw, headers={"Authorization": f"Bearer {KEY}"})
     assert response.status_code == 400, (response.status_code, response.text[:200])
     assert_contract_error(400, response.content)
+
+
+# Issue 9, item 6: query values `str.isdigit()` accepted (`²`, `٣`: Unicode digits that
+# int() refuses or reads as 3) and digit strings longer than int()'s 4,300-digit limit.
+UNICODE_NUMBERS = [
+    "²",
+    "٣",
+    "\u0661\u0660",  # Arabic-Indic 10
+    "\U0001d7d9",  # mathematical double-struck 1
+    "½",
+    "9" * 5000,
+    "1" * 4301,
+    "0" * 20 + "5",
+    "-1",
+    "+5",
+    " 5",
+    "5\x00",
+    "\U0010ffff",
+]
+
+
+@pytest.mark.parametrize("value", UNICODE_NUMBERS, ids=lambda v: repr(v[:8]) + (f"x{len(v)}" if len(v) > 8 else ""))
+@pytest.mark.parametrize("name", ["limit", "after"])
+@pytest.mark.parametrize("route", ["/v1/sessions", "/v1/sessions/0/messages"])
+def test_a_paging_parameter_that_is_not_ascii_digits_is_a_400(
+    api: TestClient, route: str, name: str, value: str
+) -> None:
+    api.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {KEY}", HEADER: "0"},
+    )
+    response = api.get(route, params={name: value}, headers={"Authorization": f"Bearer {KEY}"})
+    assert response.status_code == 400, (response.status_code, response.text[:200])
+    assert_contract_error(400, response.content)
+    assert response.json()["error"]["param"] == name
+
+
+def test_a_content_length_of_5000_digits_is_a_413_not_a_crash(api: TestClient) -> None:
+    response = api.post(
+        "/v1/chat/completions",
+        content=b'{"messages": [{"role": "user", "content": "hi"}]}',
+        headers={"Authorization": f"Bearer {KEY}", "Content-Length": "9" * 5000},
+    )
+    assert response.status_code == 413, (response.status_code, response.text[:200])
+    assert_contract_error(413, response.content)
+
+
+@pytest.mark.parametrize("name", ["%00", "app.js%00", "a" * 5000, "%ED%A0%80", "..%2Fapp.py"])
+def test_an_asset_name_the_filesystem_cannot_take_is_a_404(api: TestClient, name: str) -> None:
+    """`/static/%00` was a 500 (the path reached the filesystem, which raised)."""
+    response = api.get(f"/static/{name}")
+    assert response.status_code == 404, (response.status_code, response.text[:200])
+    assert_contract_error(404, response.content)

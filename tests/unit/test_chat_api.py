@@ -235,6 +235,21 @@ async def test_invalid_bodies_are_400s_naming_the_parameter(
     assert error["param"] == param
 
 
+@pytest.mark.parametrize(
+    ("message", "says"),
+    [
+        ({"role": "tool", "content": "x"}, "needs a tool_call_id"),
+        ({"role": "tool", "content": "x", "tool_call_id": None}, "needs a tool_call_id"),
+        ({"role": "tool", "content": "x", "tool_call_id": ""}, "needs a non-empty tool_call_id"),
+    ],
+)
+async def test_a_tool_message_says_whether_its_tool_call_id_is_missing_or_empty(
+    api: httpx.AsyncClient, message: dict[str, Any], says: str
+) -> None:
+    error = assert_error(await chat(api, [message]), 400)
+    assert error["param"] == "messages[0]" and says in error["message"]
+
+
 async def test_unknown_and_null_fields_are_ignored(api: httpx.AsyncClient) -> None:
     body = {
         "model": "echo",

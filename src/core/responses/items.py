@@ -31,6 +31,12 @@ def _invalid(message: str, param: str) -> ApiError:
     return bad_request(message, param=param, code="invalid_value")
 
 
+def _shown(value: Any) -> str:
+    """A client's value quoted in an error message, cut short (it may be a huge object)."""
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
 def _text(value: Any, param: str) -> str:
     if not isinstance(value, str):
         raise _invalid(f"Invalid value for '{param}': expected a string.", param)
@@ -60,7 +66,7 @@ def _content(content: Any, param: str) -> str | list[dict[str, Any]]:
             parts.append({"type": "image_url", "image_url": image})
         else:
             raise _invalid(
-                f"Invalid value for '{where}.type': {kind!r} is not supported here; use input_text, "
+                f"Invalid value for '{where}.type': {_shown(kind)} is not supported here; use input_text, "
                 "output_text, refusal, or input_image with an image_url.",
                 f"{where}.type",
             )
@@ -89,7 +95,12 @@ def _output_text(output: Any, param: str) -> str:
 def input_messages(raw: str | list[Any] | None) -> list[dict[str, Any]]:
     """The request's `input` as chat messages (what the turn appends before the reply)."""
     if raw is None or raw == "" or raw == []:
-        raise bad_request("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
+        raise bad_request(
+            "Missing required parameter: 'input'. Every turn needs new input, also one that continues "
+            "a previous_response_id or a conversation: this server does not run the model on the history alone.",
+            param="input",
+            code="missing_required_parameter",
+        )
     if isinstance(raw, str):
         return [{"role": "user", "content": raw}]
     messages: list[dict[str, Any]] = []
@@ -101,9 +112,9 @@ def input_messages(raw: str | list[Any] | None) -> list[dict[str, Any]]:
         kind = item.get("type", "message" if "role" in item else None)
         if kind == "message":
             role = item.get("role")
-            if role not in MESSAGE_ROLES:
+            if not isinstance(role, str) or role not in MESSAGE_ROLES:  # {} or [] is unhashable
                 raise _invalid(
-                    f"Invalid value for '{where}.role': {role!r}; use user, system, developer or assistant.",
+                    f"Invalid value for '{where}.role': {_shown(role)}; use user, system, developer or assistant.",
                     f"{where}.role",
                 )
             if "content" not in item:
@@ -139,7 +150,7 @@ def input_messages(raw: str | list[Any] | None) -> list[dict[str, Any]]:
             merge_calls_into = None
         else:
             raise _invalid(
-                f"Invalid value for '{where}.type': {kind!r} is not a supported input item type "
+                f"Invalid value for '{where}.type': {_shown(kind)} is not a supported input item type "
                 f"(supported: {SUPPORTED_ITEMS}).",
                 f"{where}.type",
             )
@@ -162,7 +173,7 @@ def _function_tools(tools: list[Any] | None) -> list[dict[str, Any]]:
             raise _invalid(f"Invalid value for '{where}': expected an object.", where)
         if tool.get("type") != "function":
             raise _invalid(
-                f"Invalid value for '{where}.type': {tool.get('type')!r}; only function tools are supported.",
+                f"Invalid value for '{where}.type': {_shown(tool.get('type'))}; only function tools are supported.",
                 f"{where}.type",
             )
         name = tool.get("name")
@@ -207,7 +218,9 @@ def _tool_choice(choice: str | dict[str, Any] | None) -> tuple[Any, Any]:
         return "auto", None
     if isinstance(choice, str):
         if choice not in ("auto", "none", "required"):
-            raise _invalid(f"Invalid value for 'tool_choice': {choice!r}; use auto, none or required.", "tool_choice")
+            raise _invalid(
+                f"Invalid value for 'tool_choice': {_shown(choice)}; use auto, none or required.", "tool_choice"
+            )
         return choice, choice
     if choice.get("type") == "function" and isinstance(choice.get("name"), str):
         return {"type": "function", "name": choice["name"]}, {"type": "function", "function": {"name": choice["name"]}}
@@ -235,7 +248,8 @@ def _text_format(text: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str,
         schema = {key: fmt[key] for key in ("name", "schema", "strict", "description") if fmt.get(key) is not None}
         return dict(text), {"type": "json_schema", "json_schema": schema}
     raise _invalid(
-        f"Invalid value for 'text.format.type': {kind!r}; use text, json_object or json_schema.", "text.format.type"
+        f"Invalid value for 'text.format.type': {_shown(kind)}; use text, json_object or json_schema.",
+        "text.format.type",
     )
 
 

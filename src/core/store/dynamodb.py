@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
 import uuid
 import weakref
@@ -470,7 +471,7 @@ class DynamoDBSessionStore:
 
     def _list_messages(self, key: SessionKey, limit: int, after: str | None) -> Page[StoredMessage] | None:
         """The head (for the session's committed range), then one Query of that range."""
-        if after is not None and not after.isdigit():
+        if after is not None and not re.fullmatch(r"[0-9]{1,12}", after):  # ASCII; str.isdigit() takes "²"
             raise InvalidCursor(after)
         head = self._get_head(key)
         if head is None or not head.live(self.clock()):

@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+from handler.lambda_events import sanitized
 from handler.streaming.asgi import ASGIApp, StreamingHTTPCycle
 from handler.streaming.context import LambdaContext
 from handler.streaming.runtime_api import (
@@ -159,7 +160,7 @@ class Runtime:
                 event = json.loads(invocation.body)
                 if not isinstance(event, dict):
                     raise ValueError("the event is not a JSON object")
-                handler = self.adapter.infer(event, context)
+                handler = self.adapter.infer(sanitized(event), context)
                 scope, body = handler.scope, handler.body
             except Exception as error:
                 logger.error("Unsupported event: %s", error)
