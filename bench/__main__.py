@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.common import OUTPUT, QUICK, Report, error_row, lab, reps, say
 
-BENCHMARKS = ("coldstart", "warm", "streaming", "session_length", "memory")
+BENCHMARKS = ("coldstart", "warm", "streaming", "relay", "session_length", "memory")
 
 
 def main(argv: list[str] | None = None) -> int:
