@@ -6,7 +6,8 @@
 
 # LiteLLM's proxy, the relay benchmark's optional anchor (BENCH_LITELLM=1), in a
 # virtualenv of its own: `litellm[proxy]` does not resolve from PyPI as pinned, so the
-# wheel goes in with its `proxy` extra's requirements, less the `litellm-proxy*` pins.
+# wheel goes in with its `proxy` extra's requirements, less the `litellm-proxy*` ones
+# and with `litellm-enterprise` unpinned (its pinned post-release is not published).
 LITELLM_VERSION ?= 1.110.2
 LITELLM_VENV := $(VENV)/litellm
 
@@ -18,8 +19,9 @@ bench-litellm: $(LITELLM_VENV)/.installed  ## Install LiteLLM's proxy into .venv
 $(LITELLM_VENV)/.installed: mk/bench.mk
 	$(PYTHON) -m venv $(LITELLM_VENV)
 	$(LITELLM_VENV)/bin/pip install --quiet --disable-pip-version-check litellm==$(LITELLM_VERSION)
-	$(LITELLM_VENV)/bin/python -c "import importlib.metadata as m; \
-	  reqs = [r.split(';')[0].strip() for r in m.requires('litellm') or [] if 'extra == \"proxy\"' in r]; \
-	  print('\n'.join(r for r in reqs if not r.lower().startswith('litellm-proxy')))" > $(LITELLM_VENV)/proxy-requirements.txt
+	$(LITELLM_VENV)/bin/python -c "import importlib.metadata as m, re; \
+	  reqs = [r.split(';')[0].strip() for r in m.requires('litellm') or [] if re.search(r'extra == .proxy.$$', r)]; \
+	  reqs = [r.split('==')[0] if r.startswith('litellm-') else r for r in reqs if not r.startswith('litellm-proxy')]; \
+	  print('\n'.join(reqs))" > $(LITELLM_VENV)/proxy-requirements.txt
 	$(LITELLM_VENV)/bin/pip install --quiet --disable-pip-version-check -r $(LITELLM_VENV)/proxy-requirements.txt
 	touch $@
