@@ -16,7 +16,16 @@ from pathlib import Path
 
 from bench.common import OUTPUT, QUICK, Report, error_row, lab, reps, say
 
-BENCHMARKS = ("coldstart", "coldstart_deployed", "warm", "streaming", "session_length", "memory", "partitions")
+BENCHMARKS = (
+    "coldstart",
+    "coldstart_deployed",
+    "warm",
+    "streaming",
+    "relay",
+    "session_length",
+    "memory",
+    "partitions",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -224,6 +224,8 @@ class Lab:
     endpoint: str
     work: Path
     """A temporary folder for this run, removed at the end."""
+    store_pid: int | None = None
+    """DynamoDB Local's process (its CPU time is read from /proc)."""
 
     def env(self, table: str, **extra: str) -> dict[str, str]:
         """The environment of a process serving Threadline on `table` of this DynamoDB Local."""
@@ -290,6 +292,7 @@ def lab(work: Path) -> Iterator[Lab]:
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = database.endpoint
         reset_cached_clients()
         try:
-            yield Lab(endpoint=database.endpoint, work=work)
+            pid = database.process.pid if database.process is not None else None
+            yield Lab(endpoint=database.endpoint, work=work, store_pid=pid)
         finally:
             reset_cached_clients()

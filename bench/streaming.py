@@ -139,8 +139,9 @@ def free_port() -> int:
 class UvicornProcess:
     """Our app under uvicorn in a process of its own, on a free port of 127.0.0.1; always stopped."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, app: str = "handler.app:app") -> None:
         self.port = free_port()
+        self.app = app
         self.env = env
         self.log_path = log
         self.process: subprocess.Popen[bytes] | None = None
@@ -150,7 +151,7 @@ class UvicornProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> UvicornProcess:
-        command = [sys.executable, "-m", "uvicorn", "handler.app:app", "--host", "127.0.0.1"]
+        command = [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1"]
         command += ["--port", str(self.port), "--log-level", "warning", "--no-access-log", "--lifespan", "off"]
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(  # noqa: S603
@@ -166,6 +167,11 @@ class UvicornProcess:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -56,10 +56,13 @@ connection as scripted); `done` is a threading.Event set once the outcome is
 known, `wait_done(timeout=5.0)` waits for it and returns the request.
 
 Replies (build them with these functions):
-    `text(content, *, chunks=None, gap=0.0, finish_reason="stop", usage=None)`
+    `text(content, *, chunks=None, gap=0.0, finish_reason="stop", usage=None, delay=0.0)`
         streams `content` as separate chunks: a str is split into words (each with
         its leading space) or, with `chunks=N`, into N nearly equal pieces; a
-        sequence of str is sent piece by piece. `gap` seconds pass between pieces.
+        sequence of str is sent piece by piece. `gap` seconds pass between pieces,
+        `delay` seconds between the role chunk and the first piece (a model's time
+        to first token). A non-streamed request with a `delay` gets its answer after
+        the time the stream would have taken (`delay` plus the gaps).
         `usage=(prompt_tokens, completion_tokens)` overrides the computed usage.
     `tool_calls(*calls, gap=0.0, content=None, usage=None)` with
     `ToolCall(name, arguments, id=None, fragments=3)`: each call is streamed as a
@@ -148,6 +151,7 @@ class TextReply:
     gap: float = 0.0
     finish_reason: str = "stop"
     usage: tuple[int, int] | None = None
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -227,9 +231,10 @@ def text(
     gap: float = 0.0,
     finish_reason: str = "stop",
     usage: tuple[int, int] | None = None,
+    delay: float = 0.0,
 ) -> TextReply:
     """A streamed text answer (see the module docstring)."""
-    return TextReply(_pieces(content, chunks), gap=gap, finish_reason=finish_reason, usage=usage)
+    return TextReply(_pieces(content, chunks), gap=gap, finish_reason=finish_reason, usage=usage, delay=delay)
 
 
 def tool_calls(
@@ -571,6 +576,9 @@ class FakeUpstream:
                 return Response(status_code=499)
             reply = text("Sorry for the wait.")
         if not record.stream:
+            if isinstance(reply, TextReply) and reply.delay:
+                # As long as the streamed answer would take, as a model's does.
+                await self._pause(reply.delay + reply.gap * max(0, len(reply.pieces) - 1), request)
             return self._complete(record, reply, completion_id, headers)
         return _ClosingStreamingResponse(
             self._sse(record, reply, completion_id),
@@ -711,6 +719,8 @@ class FakeUpstream:
             if isinstance(reply, (TextReply, DropReply, StallReply)):
                 pieces = (reply.after or ()) if isinstance(reply, StallReply) else reply.pieces
                 gap = reply.gap if isinstance(reply, (TextReply, DropReply)) else 0.0
+                if isinstance(reply, TextReply) and reply.delay and not await self._pause(reply.delay):
+                    return
                 for i, piece in enumerate(pieces):
                     if i and gap and not await self._pause(gap):
                         return

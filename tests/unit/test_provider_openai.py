@@ -615,3 +615,93 @@ def test_fake_upstream_streams_real_sse(upstream: FakeUpstream) -> None:
     assert [c["choices"][0]["delta"].get("content") for c in chunks[:-1]] == ["", "a", " b", None]
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 2
+
+
+# --------------------------------------------------------------------------- buffered answers (`complete`)
+
+
+async def complete(provider: OpenAIProvider, req: ModelRequest) -> tuple[list[ProviderEvent], ApiError | None]:
+    try:
+        return await provider.complete(req), None
+    except ApiError as exc:
+        return [], exc
+
+
+async def test_a_buffered_answer_is_one_non_streamed_upstream_call(
+    provider: OpenAIProvider, upstream: FakeUpstream
+) -> None:
+    upstream.push(text(["Hello", " there"], usage=(9, 2)))
+
+    events, exc = await complete(provider, request("fake-model", temperature=0.5, stream=True))
+
+    assert exc is None
+    assert events == [TextDelta("Hello there"), Finish("stop", Usage(prompt_tokens=9, completion_tokens=2))]
+    sent = upstream.last.body
+    # No event stream to parse for a client that waits for the whole answer anyway.
+    assert sent["stream"] is False and "stream_options" not in sent
+    assert (sent["model"], sent["messages"], sent["temperature"]) == ("fake-model", MESSAGES, 0.5)
+    assert upstream.last.headers["authorization"] == f"Bearer {API_KEY}"
+
+
+async def test_a_buffered_answer_keeps_tool_calls(provider: OpenAIProvider, upstream: FakeUpstream) -> None:
+    upstream.push(tool_calls(ToolCall("get_weather", {"city": "Oslo"}, id="call_1"), ToolCall("get_time", "{}")))
+
+    events, exc = await complete(provider, request(tools=WEATHER_TOOLS))
+
+    assert exc is None
+    calls = [e for e in events if isinstance(e, ToolCallDelta)]
+    assert [(c.index, c.id, c.name, json.loads(c.arguments)) for c in calls] == [
+        (0, "call_1", "get_weather", {"city": "Oslo"}),
+        (1, "call_fake_1", "get_time", {}),
+    ]
+    assert isinstance(events[-1], Finish) and events[-1].reason == "tool_calls"
+    assert upstream.last.body["tools"] == WEATHER_TOOLS
+
+
+@pytest.mark.parametrize(
+    ("reply", "status", "says"),
+    [
+        (error(429), 429, "rate limiting"),
+        (error(503), 502, "failed"),
+        (error(401), 502, "credentials"),
+        (error(400, "Invalid value for 'temperature'."), 400, "rejected the request: Invalid value"),
+        (raw({"choices": [{"index": 0, "delta": {"content": "a chunk"}}]}), 502, "failed"),
+        (raw("<html>not json</html>"), 502, "failed"),
+    ],
+    ids=["429", "503", "401", "400", "not-a-completion", "not-json"],
+)
+async def test_a_buffered_answer_maps_upstream_failures(
+    provider: OpenAIProvider, upstream: FakeUpstream, reply: object, status: int, says: str
+) -> None:
+    upstream.default_reply = reply  # type: ignore[assignment]  # every attempt, retries included
+
+    events, exc = await complete(provider, request())
+
+    assert events == []
+    assert exc is not None and exc.status == status
+    assert says in exc.message
+    assert_safe(exc)
+
+
+async def test_a_buffered_answer_is_retried_by_the_sdk(provider: OpenAIProvider, upstream: FakeUpstream) -> None:
+    upstream.push(error(503), text("Recovered"))
+
+    events, exc = await complete(provider, request())
+
+    assert exc is None and events[0] == TextDelta("Recovered")
+    assert len(upstream.chat_requests) == 2
+
+
+async def test_a_buffered_answer_that_stalls_beyond_the_timeout_is_a_502(
+    upstream: FakeUpstream, make_provider: Callable[..., OpenAIProvider]
+) -> None:
+    provider = make_provider(timeout_seconds=1, max_retries=0)
+    upstream.push(stall(10))
+
+    started = time.monotonic()
+    events, exc = await complete(provider, request())
+
+    assert time.monotonic() - started < 3
+    assert events == []
+    assert exc is not None and exc.status == 502 and "timed out" in exc.message
+    assert_safe(exc)
