@@ -157,11 +157,12 @@ def render(message: dict[str, Any], ids: list[str]) -> list[dict[str, Any]]:
 
 
 def item_list(items: list[dict[str, Any]], *, has_more: bool) -> dict[str, Any]:
-    """The list object of the item routes (first and last ids, as the spec requires)."""
+    """The list object of the item routes: the spec requires `first_id` and `last_id` as
+    strings, so an empty page has empty ones."""
     return {
         "object": "list",
         "data": items,
-        "first_id": items[0]["id"] if items else None,
-        "last_id": items[-1]["id"] if items else None,
+        "first_id": items[0]["id"] if items else "",
+        "last_id": items[-1]["id"] if items else "",
         "has_more": has_more,
     }
