@@ -28,7 +28,7 @@ install: $(BIN)/.installed node_modules/.installed  ## Create .venv and install 
 run: install  ## Serve the API on HOST:PORT with DynamoDB Local (data under .data/)
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m devtools.serve
 
-test: install browser lint typecheck validate  ## The whole suite: lint, types, unit, integration and browser tests
+test: install browser clients lint typecheck validate  ## The whole suite: lint, types, unit, integration, browser and client tests
 	THREADLINE_BROWSER_TESTS=required $(BIN)/pytest
 
 lint: $(BIN)/.installed  ## ruff
@@ -51,4 +51,4 @@ invoke: install  ## Run the Mangum handler in-process on EVENT=events/<name>.jso
 -include mk/*.mk
 
 clean:  ## Remove the virtual environment, node_modules and local data
-	rm -rf $(VENV) node_modules .data .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules tests/clients/node/node_modules .data .aws-sam .pytest_cache .mypy_cache .ruff_cache

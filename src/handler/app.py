@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import telemetry
 from core.chat import ChatService
-from core.errors import ApiError, unavailable, validation_error
+from core.errors import ApiError, not_found, unavailable, validation_error
 from core.sessions import SESSION_HEADER
 from core.settings import Settings, get_settings
 from core.sse import KEEPALIVE_SECONDS, open_chat_stream
@@ -25,12 +25,13 @@ from core.store.base import StoreUnavailable
 from core.wire import ChatCompletionRequest, models_body
 from handler import answers
 from handler.auth import AuthMiddleware, KeyRing, check_startup
+from handler.conversations_api import router as conversations_router
 from handler.cors import CorsMiddleware
 from handler.deps import chat_service, principal_of
 from handler.middleware import BodyLimitMiddleware, ErrorShieldMiddleware
 from handler.observability import TelemetryMiddleware
 from handler.page import router as page_router
-from handler.parsing import json_body, json_object, parse
+from handler.parsing import json_body, json_object, parse, path_param, path_parameters
 from handler.responses_api import router as responses_router
 from handler.sessions_api import router as sessions_router
 
@@ -117,6 +118,17 @@ def create_app(
     async def list_models(request: Request) -> dict[str, Any]:
         return models_body(chat_service(request).model_ids(), owned_by="threadline", created=started)
 
+    @app.get("/v1/models/{model}", response_model=None, openapi_extra=path_parameters("model"))
+    async def retrieve_model(request: Request) -> dict[str, Any]:
+        model = path_param(request, "model")
+        if model not in chat_service(request).model_ids():
+            raise not_found(
+                f"The model `{model[:128]}` does not exist or you do not have access to it.",
+                param="model",
+                code="model_not_found",
+            )
+        return {"id": model, "object": "model", "created": started, "owned_by": "threadline"}
+
     @app.get("/health", response_model=None)
     @app.get("/v1/health", response_model=None)
     async def health() -> dict[str, str]:
@@ -126,6 +138,7 @@ def create_app(
 
     app.include_router(sessions_router)
     app.include_router(responses_router)
+    app.include_router(conversations_router)
 
     # Outermost last: CORS (preflights never need a key), the error shield, auth,
     # then the body limit, so unauthenticated clients cannot make us read 1 MB.

@@ -20,7 +20,7 @@ from core.sessions import SESSION_HEADER
 from core.sse import KEEPALIVE_SECONDS
 from handler import answers
 from handler.deps import principal_of, responses_service
-from handler.parsing import json_body, json_object, path_param, path_parameters
+from handler.parsing import json_body, json_object, path_param, path_parameters, small_int
 
 router = APIRouter()
 
@@ -36,8 +36,10 @@ async def create_response(request: Request) -> Response:
     body = parse_create_request(raw)
     service = responses_service(request)
 
+    session_header = request.headers.get(SESSION_HEADER)
+
     async def answer() -> answers.Answer:
-        prepared = await service.prepare(body, owner=owner)
+        prepared = await service.prepare(body, owner=owner, session_header=session_header)
         try:
             return prepared.session_id, await service.complete(prepared)
         except ApiError as error:
@@ -45,7 +47,7 @@ async def create_response(request: Request) -> Response:
 
     if not body.stream:
         return await answers.buffered(request, owner=owner, body=raw, answer=answer)
-    prepared = await service.prepare(body, owner=owner)
+    prepared = await service.prepare(body, owner=owner, session_header=session_header)
     opening = open_response_stream(service.stream(prepared), prepared, _keepalive_seconds(request))
     return await answers.streamed(request, session_id=prepared.session_id, opening=opening)
 
@@ -61,6 +63,25 @@ async def retrieve_response(request: Request) -> JSONResponse:
         )
     stored = await responses_service(request).retrieve(principal_of(request), response_id)
     return JSONResponse(stored.body, headers={SESSION_HEADER: stored.session_id})
+
+
+@router.get(
+    "/v1/responses/{response_id}/input_items",
+    response_model=None,
+    openapi_extra=path_parameters("response_id", page=20),
+)
+async def list_input_items(request: Request) -> dict[str, Any]:
+    response_id = path_param(request, "response_id")
+    raw_limit = request.query_params.get("limit")
+    limit = 20 if raw_limit is None else small_int(raw_limit)
+    if limit is None or not 1 <= limit <= 100:
+        raise bad_request("limit must be an integer from 1 to 100.", param="limit", code="invalid_value")
+    order = request.query_params.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise bad_request("order must be 'asc' or 'desc'.", param="order", code="invalid_value")
+    return await responses_service(request).input_items(
+        principal_of(request), response_id, limit=limit, order=order, after=request.query_params.get("after")
+    )
 
 
 @router.delete("/v1/responses/{response_id}", response_model=None, openapi_extra=path_parameters("response_id"))

@@ -15,9 +15,25 @@ from typing import Any
 
 from tests.schemas import spec, validate
 
-OPERATIONS = ["createChatCompletion", "createResponse", "getResponse", "deleteResponse", "listModels"]
-"""The official operations Threadline serves. `retrieveModel` (GET /v1/models/{model})
-joins the list once Threadline routes it; the fuzz test fails when it does."""
+OPERATIONS = [
+    "createChatCompletion",
+    "createResponse",
+    "getResponse",
+    "deleteResponse",
+    "listInputItems",
+    "listModels",
+    "retrieveModel",
+    "createConversation",
+    "getConversation",
+    "updateConversation",
+    "deleteConversation",
+    "listConversationItems",
+    "createConversationItems",
+    "getConversationItem",
+    "deleteConversationItem",
+]
+"""The official operations Threadline serves (the fuzz test fails if the app routes one
+of the spec's paths that is not listed here)."""
 
 STREAM_SCHEMAS = {
     "createChatCompletion": "CreateChatCompletionStreamResponse",

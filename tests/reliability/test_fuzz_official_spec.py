@@ -78,6 +78,16 @@ def stored_response_id() -> str:
     return str(created.json()["id"])
 
 
+def stored_conversation() -> tuple[str, str]:
+    """A conversation with items, and one of its item ids."""
+    with TestClient(APP) as http:
+        created = http.post("/v1/conversations", json={"items": [{"role": "user", "content": "hi"}]})
+        assert created.status_code == 200, created.text
+        conversation = str(created.json()["id"])
+        items = http.get(f"/v1/conversations/{conversation}/items").json()["data"]
+    return conversation, str(items[0]["id"])
+
+
 def shape(case: Any, operation_id: str, fill: dict[str, Any]) -> None:
     """Model "echo" always; half the bodies streamed; where the spec leaves them out,
     the odd real id or input (still requests the spec allows), so that answers get
@@ -88,8 +98,22 @@ def shape(case: Any, operation_id: str, fill: dict[str, Any]) -> None:
             case.body["stream"] = True
         if operation_id == "createResponse" and fill["input"] and "input" not in case.body:
             case.body["input"] = "hi"
-    if operation_id in ("getResponse", "deleteResponse") and fill["real_id"]:
-        case.path_parameters = {**(case.path_parameters or {}), "response_id": stored_response_id()}
+
+    if operation_id in ("createConversation", "createConversationItems") and fill["input"]:
+        body = case.body if isinstance(case.body, dict) else {}
+        case.body = {**body, "items": [{"type": "message", "role": "user", "content": "hi"}]}
+    if not fill["real_id"]:
+        return
+    parameters = dict(case.path_parameters or {})
+    if "response_id" in parameters:
+        parameters["response_id"] = stored_response_id()
+    if "model" in parameters:
+        parameters["model"] = "echo"
+    if "conversation_id" in parameters:
+        parameters["conversation_id"], item_id = stored_conversation()
+        if "item_id" in parameters:
+            parameters["item_id"] = item_id
+    case.path_parameters = parameters
 
 
 def test_the_spec_has_every_operation_we_serve_and_we_serve_no_other_yet() -> None:
@@ -98,10 +122,22 @@ def test_the_spec_has_every_operation_we_serve_and_we_serve_no_other_yet() -> No
         "createResponse": "POST /responses",
         "getResponse": "GET /responses/{response_id}",
         "deleteResponse": "DELETE /responses/{response_id}",
+        "listInputItems": "GET /responses/{response_id}/input_items",
         "listModels": "GET /models",
+        "retrieveModel": "GET /models/{model}",
+        "createConversation": "POST /conversations",
+        "getConversation": "GET /conversations/{conversation_id}",
+        "updateConversation": "POST /conversations/{conversation_id}",
+        "deleteConversation": "DELETE /conversations/{conversation_id}",
+        "listConversationItems": "GET /conversations/{conversation_id}/items",
+        "createConversationItems": "POST /conversations/{conversation_id}/items",
+        "getConversationItem": "GET /conversations/{conversation_id}/items/{item_id}",
+        "deleteConversationItem": "DELETE /conversations/{conversation_id}/items/{item_id}",
     }
-    with TestClient(APP) as http:  # GET /v1/models/{model}: add retrieveModel to OPERATIONS once it is routed
-        assert http.get("/v1/models/echo").status_code == 404
+    # Every spec path the app routes is fuzzed (a path routed but not listed fails here).
+    routed = {route.path.removeprefix("/v1") for route in APP.routes if hasattr(route, "methods")}
+    served = {op.label.split(" ", 1)[1] for op in FOUND.values()}
+    assert routed & set(spec()["paths"]) <= served
 
 
 def test_each_spec_exception_still_differs_from_the_spec() -> None:

@@ -174,24 +174,6 @@ async def test_deleting_a_session_deletes_its_responses_and_conversation(
     assert (await api.get(f"/v1/responses/{other.json()['id']}")).status_code == 200
 
 
-async def test_deleting_a_session_leaves_a_conversation_that_moved_to_a_fork(
-    api: httpx.AsyncClient, store: DynamoDBSessionStore
-) -> None:
-    one = (await api.post("/v1/responses", json={"model": "echo", "input": "a", "conversation": "talk"})).json()
-    original = one["conversation"] and (await api.get(f"/v1/responses/{one['id']}")).headers[HEADER]
-    # The chain goes on past the conversation's latest response, so the conversation's
-    # next turn forks into a new session, and the name moves there.
-    await api.post("/v1/responses", json={"model": "echo", "input": "b", "previous_response_id": one["id"]})
-    moved = await api.post("/v1/responses", json={"model": "echo", "input": "c", "conversation": "talk"})
-    assert moved.headers[HEADER] != original
-
-    assert (await api.delete(f"/v1/sessions/{original}")).status_code == 200
-    after = await api.post("/v1/responses", json={"model": "echo", "input": "d", "conversation": "talk"})
-    # The conversation still stands on its new session: a, its answer, c, its answer, d.
-    assert output_text(after.json()) == "Echo: d (I was given 5 messages.)"
-    assert after.headers[HEADER] == moved.headers[HEADER]
-
-
 async def test_deleting_a_session_forgets_the_idempotent_answers_it_held(api: httpx.AsyncClient) -> None:
     body = {"model": "echo", "messages": [{"role": "user", "content": "remember this"}]}
     first = await api.post("/v1/chat/completions", json=body, headers={"Idempotency-Key": "k-1"})

@@ -217,8 +217,9 @@ async def test_a_response_is_stored_and_retrieved(api: httpx.AsyncClient, moto_t
         "created_at",
         "expires_at",
         "body",
+        "input_count",
     }
-    assert item["position"]["N"] == "2"
+    assert item["position"]["N"] == "2" and item["input_count"]["N"] == "1"
     assert "hello" not in json.dumps(json.loads(item["body"]["S"])["instructions"])
 
 
@@ -375,35 +376,83 @@ async def test_the_window_never_starts_with_a_tool_result(counting: CountingClie
         assert [m["role"] for m in model.requests[-1].messages] == ["assistant", "user"]
 
 
-async def test_conversation_names_follow_the_latest_response(
+async def test_a_conversation_is_a_session_whichever_face_continues_it(
     api: httpx.AsyncClient, model: ScriptedModel, moto_table: tuple[Any, str]
 ) -> None:
     first = await create(api, "one", conversation="chat-1")
     assert ok(first)["conversation"] == {"id": "chat-1"}
+    assert first.headers[HEADER] == "chat-1"  # the conversation's id is its session's id
     second = await create(api, "two", conversation={"id": "chat-1"})
-    assert second.headers[HEADER] == first.headers[HEADER]
+    assert second.headers[HEADER] == "chat-1"
     assert text_of(ok(second)) == "Echo: two (I was given 3 messages.)"
     assert ok(second)["previous_response_id"] is None
     other = ok(await create(api, "elsewhere", conversation="chat-2"))
     assert text_of(other) == "Echo: elsewhere (I was given 1 message.)"
 
-    # Continuing the conversation's latest response by id, outside the conversation,
-    # does not move the conversation, which then forks from where it was.
-    outside = await create(api, "aside", previous_response_id=ok(second)["id"])
-    assert outside.headers[HEADER] == first.headers[HEADER]
-    third = await create(api, "three", conversation="chat-1")
-    assert third.headers[HEADER] != first.headers[HEADER]
-    assert "aside" not in [m.get("content") for m in model.requests[-1].messages]
-    assert text_of(ok(third)) == "Echo: three (I was given 5 messages.)"
-    fourth = await create(api, "four", conversation="chat-1")
-    assert fourth.headers[HEADER] == third.headers[HEADER]
-    assert text_of(ok(fourth)) == "Echo: four (I was given 7 messages.)"
-    pointers = {
-        i["pk"]["S"].rsplit("#", 1)[1]: i["latest_response_id"]["S"]
-        for i in table_items(*moto_table)
-        if i["sk"]["S"] == "CONVERSATION"
-    }
-    assert pointers == {"chat-1": ok(fourth)["id"], "chat-2": other["id"]}
+    # Continuing its latest response by id appends to the same session, and so does
+    # the session header, on Responses and on chat completions alike.
+    aside = await create(api, "aside", previous_response_id=ok(second)["id"])
+    assert aside.headers[HEADER] == "chat-1"
+    by_header = await api.post("/v1/responses", json={"model": "echo", "input": "three"}, headers={HEADER: "chat-1"})
+    assert text_of(ok(by_header)) == "Echo: three (I was given 7 messages.)"
+    assert ok(by_header)["conversation"] == {"id": "chat-1"}
+    chat = await api.post(
+        "/v1/chat/completions",
+        json={"model": "echo", "messages": [{"role": "user", "content": "four"}]},
+        headers={HEADER: "chat-1"},
+    )
+    assert chat.json()["choices"][0]["message"]["content"] == "Echo: four (I was given 9 messages.)"
+    # No pointer items: a conversation is simply its session.
+    assert not [i for i in table_items(*moto_table) if i["sk"]["S"] == "CONVERSATION"]
+
+
+async def test_a_conversation_name_of_the_earlier_design_carries_its_chain_over_once(
+    api: httpx.AsyncClient, moto_table: tuple[Any, str]
+) -> None:
+    from core.store.dynamodb import DynamoDBSessionStore
+    from core.store.responses import ConversationPointer, DynamoDBResponseStore
+
+    first = ok(await create(api, "one"))
+    second = await create(api, "two", previous_response_id=first["id"])
+    old_session = second.headers[HEADER]
+    client, name = moto_table
+    store = DynamoDBResponseStore(DynamoDBSessionStore(name, ttl_days=30, client=client))
+    # What the earlier design wrote for `conversation: "legacy"`: a pointer to the chain's tip.
+    await store.advance_conversation(
+        "open",
+        ConversationPointer("legacy", ok(second)["id"], old_session, position=4, expires_at=None),
+        replaces=None,
+    )
+    carried = await create(api, "three", conversation="legacy")
+    assert carried.headers[HEADER] == "legacy"
+    assert text_of(ok(carried)) == "Echo: three (I was given 5 messages.)"
+    again = await create(api, "four", conversation="legacy")
+    assert text_of(ok(again)) == "Echo: four (I was given 7 messages.)"
+
+
+async def test_the_session_header_on_responses_follows_the_session_rules(api: httpx.AsyncClient) -> None:
+    bad = await api.post("/v1/responses", json={"model": "echo", "input": "hi"}, headers={HEADER: "no spaces"})
+    assert assert_error(bad, 400, HEADER)["error"]["code"] == "invalid_session_id"
+    clash = await api.post(
+        "/v1/responses", json={"model": "echo", "input": "hi", "conversation": "a"}, headers={HEADER: "b"}
+    )
+    assert "name different sessions" in assert_error(clash, 400, "conversation")["error"]["message"]
+    elsewhere = ok(await create(api, "one", conversation="x"))
+    other = await api.post(
+        "/v1/responses",
+        json={"model": "echo", "input": "hi", "previous_response_id": elsewhere["id"]},
+        headers={HEADER: "y"},
+    )
+    assert (
+        "is not the latest response of session 'y'"
+        in assert_error(other, 400, "previous_response_id")["error"]["message"]
+    )
+    same = await api.post(
+        "/v1/responses",
+        json={"model": "echo", "input": "two", "previous_response_id": elsewhere["id"]},
+        headers={HEADER: "x"},
+    )
+    assert text_of(ok(same)) == "Echo: two (I was given 3 messages.)"
 
 
 async def test_a_deleted_session_ends_its_chain(api: httpx.AsyncClient) -> None:
@@ -796,8 +845,8 @@ async def test_expiry_follows_the_session(api: httpx.AsyncClient, moto_table: tu
     ok(await create(api, "two", previous_response_id=ok(first)["id"]))
     items = table_items(*moto_table)
     head = next(i for i in items if i["sk"]["S"] == "SESSION")
-    others = [i for i in items if i["sk"]["S"] in ("RESPONSE", "CONVERSATION")]
-    assert len(others) == 3
+    others = [i for i in items if i["sk"]["S"] == "RESPONSE"]
+    assert len(others) == 2
     assert all(int(i["expires_at"]["N"]) <= int(head["expires_at"]["N"]) for i in others)
     assert all(int(head["expires_at"]["N"]) - int(i["expires_at"]["N"]) <= 1 for i in others)
 

@@ -136,3 +136,31 @@ async def test_bad_paging_parameters_are_400s(api: httpx.AsyncClient, query: dic
         response = await api.get(path, params=query, headers=ALICE)
         assert response.status_code == 400, (path, query, response.text)
         validate(response.json(), "ErrorResponse")
+
+
+async def test_a_busy_session_moves_in_the_index_at_most_once_per_interval(moto_table: tuple[Any, str]) -> None:
+    from core.store.base import NewTurn, SessionKey
+
+    client, name = moto_table
+    clock = [2_000_000_000.0]
+    store = DynamoDBSessionStore(name, ttl_days=30, client=client, clock=lambda: clock[0], listing_interval=10)
+
+    def turn(text: str) -> NewTurn:
+        return NewTurn(messages=[{"role": "user", "content": text}], system=[], title=text)
+
+    def listing_keys() -> dict[str, str]:
+        return {i["session_id"]["S"]: i["gsi1sk"]["S"] for i in table_items(client, name) if i["sk"]["S"] == "LISTING"}
+
+    one, two = SessionKey("alice", "s-one"), SessionKey("alice", "s-two")
+    await store.append(one, turn("a"), await store.load(one, 10))
+    clock[0] += 1
+    await store.append(two, turn("b"), await store.load(two, 10))
+    before = listing_keys()
+    clock[0] += 1
+    await store.append(one, turn("c"), await store.load(one, 10))
+    assert listing_keys() == before  # within the interval: no index write
+    page = await store.list_sessions("alice", limit=10, after=None)
+    assert [s.session_id for s in page.items] == ["s-one", "s-two"]  # yet the page is in exact order
+    clock[0] += 10
+    await store.append(one, turn("d"), await store.load(one, 10))
+    assert listing_keys()["s-one"] > before["s-one"]  # past it, the entry moves

@@ -40,6 +40,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from core.chat import ReplyBuilder
 from core.errors import ApiError, bad_request, internal_error, not_found, too_large, unavailable
+from core.items import (
+    ResponseItemId,
+    StoredItemId,
+    item_list,
+    item_prefixes,
+    parse_item_id,
+    render,
+    response_item_id,
+)
 from core.providers.base import ModelRequest, ProviderEvent, TextDelta, ToolCallDelta, run_to_end
 from core.responses.items import echoed_parameters, input_messages, stored_reply
 from core.responses.wire import (
@@ -48,15 +57,13 @@ from core.responses.wire import (
     is_response_id,
     message_item,
     new_call_id,
-    new_function_call_id,
-    new_message_id,
     new_response_id,
     output_text_part,
     response_body,
     usage_body,
     validate_conversation_name,
 )
-from core.sessions import new_session_id, title_of, trim_window
+from core.sessions import SESSION_HEADER, new_session_id, title_of, trim_window, validate_session_id
 from core.store.base import NewTurn, SessionKey, SessionState, StoreUnavailable, TurnTooLarge
 from core.store.dynamodb import DynamoDBSessionStore
 from core.store.responses import ChainHistory, DynamoDBResponseStore, StoredResponse
@@ -94,8 +101,8 @@ class PreparedResponse:
     echo: dict[str, Any]
     previous_response_id: str | None
     conversation: str | None
-    conversation_replaces: str | None
-    """The conversation's latest response when this request read it."""
+    fresh: bool = True
+    """The session id was made for this request (nobody else can write it yet)."""
     created_at: int = field(default_factory=now)
     failure: ApiError | None = None
     """Set by `stream` when the response failed (the face may still answer with a status)."""
@@ -197,7 +204,7 @@ class _Run:
 
     def _open_message(self) -> list[dict[str, Any]]:
         events = self._close_open()
-        slot = _Slot(kind="message", item_id=new_message_id())
+        slot = _Slot(kind="message", item_id=response_item_id("msg", self.prepared.response_id, len(self.slots)))
         self.slots.append(slot)
         self.open = index = len(self.slots) - 1
         events.append(self._event("response.output_item.added", output_index=index, item=self.render(slot)))
@@ -219,7 +226,7 @@ class _Run:
             events += self._close_open()
             slot = _Slot(
                 kind="function_call",
-                item_id=new_function_call_id(),
+                item_id=response_item_id("fc", self.prepared.response_id, len(self.slots)),
                 tool_index=delta.index,
                 call_id=delta.id or new_call_id(),
             )
@@ -367,6 +374,16 @@ class _Run:
                 self.reply.tool_calls[slot.tool_index]["id"] = slot.call_id
         return stored_reply(self.reply.message())
 
+    def stored_ids(self, stored: dict[str, Any]) -> list[str]:
+        """The output items' ids in the order the stored message shows its items (its
+        message, then its tool calls), so every face shows them under the same ids."""
+        messages = [slot.item_id for slot in self.slots if slot.kind == "message"]
+        calls = [
+            slot.item_id for slot in sorted(self.slots, key=lambda s: s.tool_index) if slot.kind == "function_call"
+        ]
+        ids = (messages[:1] if "msg" in item_prefixes(stored) else []) + calls
+        return ids if len(ids) == len(item_prefixes(stored)) else []
+
 
 class ResponsesService:
     """`POST/GET/DELETE /v1/responses` over the chat service's store, provider and settings."""
@@ -393,9 +410,15 @@ class ResponsesService:
 
     # -- create --------------------------------------------------------------------
 
-    async def prepare(self, request: CreateResponseRequest, *, owner: str) -> PreparedResponse:
+    async def prepare(
+        self, request: CreateResponseRequest, *, owner: str, session_header: str | None = None
+    ) -> PreparedResponse:
         """Validate, read the chain the request continues (if any), decide where the
-        turn goes. No model call yet, nothing written."""
+        turn goes. No model call yet, nothing written.
+
+        The session a turn goes to is named by `previous_response_id`, by `conversation`
+        (a conversation is a session: its id is the session id), or by the
+        `X-Hermes-Session-Id` header, which means the same as `conversation`."""
         if request.background:
             raise bad_request("Background responses are not supported by this server.", param="background")
         conversation = request.conversation_name
@@ -407,14 +430,25 @@ class ResponsesService:
             )
         if conversation is not None:
             validate_conversation_name(conversation)
+        named: str | None = None
+        if session_header is not None:
+            named = validate_session_id(session_header)
+            if conversation is not None and conversation != named:
+                raise bad_request(
+                    f"'conversation' ({conversation}) and the {SESSION_HEADER} header ({named}) name different "
+                    "sessions; send one of them, or the same id in both.",
+                    param="conversation",
+                    code="conflicting_session",
+                )
+            if request.previous_response_id is None:
+                conversation = named
         model = self.chat.resolve_model(request.model)
-        new_input = input_messages(request.input)
-        echo, options = echoed_parameters(request)
         window = self.settings.history_window
+        echo, options = echoed_parameters(request)
 
         chain: ChainHistory | None = None
         source: SessionKey | None = None
-        replaces: str | None = None
+        state: SessionState | None = None
         if request.previous_response_id is not None:
             previous_id = request.previous_response_id
             if not is_response_id(previous_id):
@@ -427,33 +461,55 @@ class ResponsesService:
                 chain = await self.store.load_history(source, previous.position, window)
             if not chain.usable:  # its session was deleted or has expired
                 raise _missing_response(previous_id, "previous_response_id")
+            if named is not None and (previous.session_id != named or not chain.is_tip):
+                raise bad_request(
+                    f"previous_response_id '{previous_id}' is not the latest response of session '{named}' named "
+                    f"by {SESSION_HEADER}: continuing it would start another session. Continue from the latest "
+                    "response, or leave the header out.",
+                    param="previous_response_id",
+                    code="conflicting_session",
+                )
         elif conversation is not None:
+            source = SessionKey(owner=owner, session_id=conversation)
             with _store_reads():
-                pointer = await self.store.get_conversation(owner, conversation)
-                if pointer is not None:
-                    replaces = pointer.latest_response_id
-                    source = SessionKey(owner=owner, session_id=pointer.session_id)
-                    chain = await self.store.load_history(source, pointer.position, window)
-            if chain is not None and not chain.usable:
-                chain = None  # the conversation's session is gone: the conversation starts afresh
+                state = await self.sessions.load(source, window)
+                if not state.exists:
+                    chain = await self._legacy_conversation(owner, conversation, window)
 
-        history = trim_window(chain.messages, cut=chain.earlier) if chain is not None else []
+        reference_session = source
+        new_input = input_messages(await self._resolve_references(request.input, owner, reference_session))
+
+        history: list[dict[str, Any]]
         carried: list[dict[str, Any]] = []
         expected: SessionState | None = None
         key: SessionKey | None
         mode: Mode
-        if not request.stores:
-            mode, key, expires_at = "unstored", None, None
-        elif chain is not None and source is not None and chain.is_tip:
-            mode, key, expected = "append", source, SessionState(head=chain.head, exists=True)
-            expires_at = chain.head.expires_at if chain.head is not None else None
+        fresh = True
+        if state is not None and source is not None:
+            # A conversation: the session named, continued at its tip, or started under that id.
+            history = trim_window(state.messages, cut=state.message_count > len(state.messages))
+            if chain is not None:  # a conversation name of the earlier design: carry its chain over once
+                history = carried = trim_window(chain.messages, cut=chain.earlier)
+            key, expected, fresh = source, state, False
+            mode = "append" if state.exists else "new"
+            expires_at = state.head.expires_at if state.exists and state.head else self.store.new_session_expiry()
         else:
-            mode = "fork" if chain is not None else "new"
-            key = SessionKey(owner=owner, session_id=new_session_id())
-            carried = history
-            expires_at = self.store.new_session_expiry()
+            history = trim_window(chain.messages, cut=chain.earlier) if chain is not None else []
+            if not request.stores:
+                mode, key, expires_at = "unstored", None, None
+            elif chain is not None and source is not None and chain.is_tip:
+                mode, key, expected = "append", source, SessionState(head=chain.head, exists=True)
+                fresh = False
+                expires_at = chain.head.expires_at if chain.head is not None else None
+            else:
+                mode = "fork" if chain is not None else "new"
+                key = SessionKey(owner=owner, session_id=new_session_id())
+                carried = history
+                expires_at = self.store.new_session_expiry()
+        if not request.stores:
+            mode, key, expires_at, carried = "unstored", None, None, []
         try:
-            self.sessions.check_turn([*carried, *new_input], fresh_session=mode != "append")
+            self.sessions.check_turn([*carried, *new_input], fresh_session=fresh)
         except TurnTooLarge as error:
             raise too_large(error.reason, param="input") from None
 
@@ -475,8 +531,69 @@ class ResponsesService:
             echo=echo,
             previous_response_id=request.previous_response_id,
             conversation=conversation,
-            conversation_replaces=replaces,
+            fresh=fresh,
         )
+
+    async def _legacy_conversation(self, owner: str, name: str, window: int) -> ChainHistory | None:
+        """A conversation name given before conversations were sessions pointed at the
+        latest response of a chain: its history, to carry into the session of that name."""
+        pointer = await self.store.get_conversation(owner, name)
+        if pointer is None:
+            return None
+        chain = await self.store.load_history(
+            SessionKey(owner=owner, session_id=pointer.session_id), pointer.position, window
+        )
+        return chain if chain.usable else None
+
+    async def _resolve_references(
+        self, raw: str | list[Any] | None, owner: str, session: SessionKey | None
+    ) -> str | list[Any] | None:
+        """`input` with each `item_reference` replaced by the caller's own item it names:
+        an output item of one of their stored responses (one read per response), or an
+        item of the session the request continues. Another owner's id, or an unknown
+        one, is a 404 naming it."""
+        if not isinstance(raw, list):
+            return raw
+        wanted = {
+            index: item.get("id")
+            for index, item in enumerate(raw)
+            if isinstance(item, dict) and item.get("type") == "item_reference"
+        }
+        if not wanted:
+            return raw
+        resolved = list(raw)
+        responses: dict[str, StoredResponse | None] = {}
+        for index, item_id in wanted.items():
+            where = f"input[{index}].id"
+            if not isinstance(item_id, str):
+                raise bad_request(f"Invalid value for '{where}': expected a string.", param=where, code="invalid_value")
+            found = await self._find_item(item_id, owner, session, responses)
+            if found is None:
+                raise not_found(f"Item with id '{item_id[:128]}' not found.", param=where)
+            resolved[index] = found
+        return resolved
+
+    async def _find_item(
+        self, item_id: str, owner: str, session: SessionKey | None, responses: dict[str, StoredResponse | None]
+    ) -> dict[str, Any] | None:
+        where = parse_item_id(item_id)
+        with _store_reads():
+            if isinstance(where, ResponseItemId):
+                if where.response_id not in responses:
+                    responses[where.response_id] = await self.store.get_response(owner, where.response_id)
+                stored = responses[where.response_id]
+                output = stored.body.get("output", []) if stored is not None else []
+                if where.output_index < len(output) and output[where.output_index].get("id") == item_id:
+                    return dict(output[where.output_index])
+                return None
+            if isinstance(where, StoredItemId) and session is not None:
+                found = await self.sessions.get_messages(session, [where.seq])
+                stored_message = (found or {}).get(where.seq)
+                if stored_message is not None:
+                    for item in render(stored_message.message, stored_message.item_ids):
+                        if item["id"] == item_id:
+                            return item
+        return None
 
     async def complete(self, prepared: PreparedResponse) -> dict[str, Any]:
         """The buffered answer: run the model to the end, store, return the Response."""
@@ -515,25 +632,28 @@ class ResponsesService:
         yield run.terminal()
 
     async def _commit(self, prepared: PreparedResponse, run: _Run) -> None:
-        """Store the turn, the response item and the conversation name in one
-        transaction (the turn decides the position the response stands for). A failure
-        stores none of them, so the client's retry leaves exactly one copy; an answer
-        lost after the commit is recognised by the store and not reported as a failure.
+        """Store the turn and the response item in one transaction (the turn decides the
+        position the response stands for). A failure stores neither, so the client's retry
+        leaves exactly one copy; an answer lost after the commit is recognised by the
+        store and not reported as a failure.
         """
         if not prepared.stores or prepared.key is None:
             return
         body = run.final_body()
-        messages = [*prepared.carried, *prepared.new_input, run.stored_message()]
         try:
             self.store.check_response(body)
+            reply = run.stored_message()
             turn = NewTurn(
-                messages=messages, system=prepared.system, title=title_of([*prepared.carried, *prepared.new_input])
+                messages=[*prepared.carried, *prepared.new_input, reply],
+                system=prepared.system,
+                title=title_of([*prepared.carried, *prepared.new_input]),
+                item_ids=[*([[]] * (len(prepared.carried) + len(prepared.new_input))), run.stored_ids(reply)],
             )
             result, _stored = await self.store.append_response(
                 prepared.key,
                 turn,
                 prepared.expected,
-                fresh_session=prepared.mode != "append",
+                fresh_session=prepared.fresh,
                 response=StoredResponse(
                     response_id=prepared.response_id,
                     session_id=prepared.key.session_id,
@@ -541,19 +661,13 @@ class ResponsesService:
                     created_at=float(prepared.created_at),
                     expires_at=prepared.expires_at,
                     body=body,
+                    input_count=len(prepared.new_input),
                 ),
-                conversation=prepared.conversation,
-                replaces=prepared.conversation_replaces,
             )
             if result.conflicts:
                 logger.info(
                     "response appended after concurrent turns",
                     extra={"session_id": prepared.key.session_id, "conflicts": result.conflicts},
-                )
-            if result.dropped_optional:
-                logger.info(
-                    "a concurrent response moved the conversation first; it stays there",
-                    extra={"response_id": prepared.response_id},
                 )
         except TurnTooLarge as error:
             raise ApiError(413, error.reason + " Nothing was stored.", code="request_too_large") from None
@@ -571,6 +685,26 @@ class ResponsesService:
         if stored is None:
             raise _missing_response(response_id)
         return stored
+
+    async def input_items(
+        self, owner: str, response_id: str, *, limit: int, order: str, after: str | None
+    ) -> dict[str, Any]:
+        """The items the response's request gave as input (not the history before them),
+        as the session keeps them: its turn's messages before the reply."""
+        stored = await self.retrieve(owner, response_id)
+        items: list[dict[str, Any]] = []
+        if stored.input_count:
+            key = SessionKey(owner=owner, session_id=stored.session_id)
+            last = stored.position - 1  # the reply
+            with _store_reads():
+                found = await self.sessions.get_messages(key, list(range(last - stored.input_count, last))) or {}
+            items = [item for seq in sorted(found) for item in render(found[seq].message, found[seq].item_ids)]
+        if order == "desc":
+            items.reverse()
+        if after is not None:
+            ids = [item["id"] for item in items]
+            items = items[ids.index(after) + 1 :] if after in ids else []
+        return item_list(items[:limit], has_more=len(items) > limit)
 
     async def delete(self, owner: str, response_id: str) -> dict[str, Any]:
         """Forget a stored response: one conditional delete of its item. Its turn stays in

@@ -43,6 +43,8 @@ class Head:
     title: str
     listed_at: float | None = None
     """When the session's listing entry last moved (None: never, or an earlier design's)."""
+    metadata: dict[str, str] = field(default_factory=dict)
+    """The conversation's metadata (`/v1/conversations`), set at creation or by an update."""
 
     def live(self, now: float) -> bool:
         return self.expires_at is None or self.expires_at > now
@@ -73,6 +75,11 @@ class NewTurn:
     system: list[dict[str, Any]]
     """The system prompt to keep if this turn creates the session (rule 4)."""
     title: str
+    item_ids: list[list[str]] | None = None
+    """Per message, the ids of the items it shows as (`core.items`); an empty list (or
+    None for all) lets the store give stored ids when it knows the sequence numbers."""
+    metadata: dict[str, str] | None = None
+    """The conversation's metadata, kept if this turn creates the session."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,8 @@ class StoredMessage:
     """Its position in the session, from 0 (or from where a re-created session starts)."""
     message: dict[str, Any]
     created_at: float
+    item_ids: list[str] = field(default_factory=list)
+    """The ids of the items the message shows as (`core.items.render`)."""
 
 
 @dataclass(frozen=True)
@@ -140,8 +149,27 @@ class SessionStore(Protocol):
         """The owner's live sessions, most recently active first."""
         ...
 
-    async def list_messages(self, key: SessionKey, *, limit: int, after: str | None) -> Page[StoredMessage] | None:
-        """A session's messages in order; None when there is no such (live) session."""
+    async def list_messages(
+        self, key: SessionKey, *, limit: int, after: str | None, descending: bool = False
+    ) -> Page[StoredMessage] | None:
+        """A session's messages in order (newest first if `descending`), after the cursor
+        `after` (a sequence number); None when there is no such (live) session."""
+        ...
+
+    async def head(self, key: SessionKey) -> Head | None:
+        """The session's head if it is live."""
+        ...
+
+    async def get_messages(self, key: SessionKey, seqs: list[int]) -> dict[int, StoredMessage] | None:
+        """These committed messages of the session (those that exist); None without a live session."""
+        ...
+
+    async def delete_message(self, key: SessionKey, seq: int) -> bool:
+        """Remove one message from the session (a conversation item); False when absent."""
+        ...
+
+    async def update_metadata(self, key: SessionKey, metadata: dict[str, str]) -> Head | None:
+        """Replace the conversation's metadata; None without a live session."""
         ...
 
     async def delete_session(self, key: SessionKey) -> bool:

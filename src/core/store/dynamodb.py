@@ -30,6 +30,7 @@ Items, keyed by `pk` (partition) and `sk` (sort):
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import re
@@ -43,6 +44,7 @@ from typing import Any
 
 import anyio
 
+from core.items import item_prefixes, mint_ids
 from core.store import keys
 from core.store.base import (
     AppendResult,
@@ -109,7 +111,29 @@ def parse_head(item: dict[str, Any]) -> Head:
         system=json.loads(item["system"]["S"]) if "system" in item else [],
         title=item.get("title", {"S": ""})["S"],
         listed_at=float(item["listed_at"]["N"]) if "listed_at" in item else None,
+        metadata=json.loads(item["metadata"]["S"]) if "metadata" in item else {},
     )
+
+
+def stored_message(item: dict[str, Any], pk: str) -> StoredMessage:
+    """A message item as read. Messages stored before items had ids get ids derived from
+    their partition and sequence number: the same on every read, and never written."""
+    seq = int(item["seq"]["N"])
+    message = json.loads(item["msg"]["S"])
+    ids = item["ids"]["S"].split(",") if item.get("ids", {}).get("S") else []
+    if len(ids) != len(item_prefixes(message)):
+        tag = hashlib.sha256(f"{pk}#{seq}".encode()).hexdigest()[:16]
+        ids = [f"{prefix}_{seq:012x}{tag}" for prefix in item_prefixes(message)]
+    return StoredMessage(
+        seq=seq, message=message, created_at=float(item.get("created_at", {"N": "0"})["N"]), item_ids=ids
+    )
+
+
+def _ids_of(turn: NewTurn, index: int, seq: int) -> list[str]:
+    """The item ids of the turn's message `index`, stored at `seq`: the ones the face gave
+    (a response's output ids), else new stored ids."""
+    given = turn.item_ids[index] if turn.item_ids is not None and index < len(turn.item_ids) else []
+    return given or mint_ids(turn.messages[index], seq)
 
 
 def _condition_failed(error: BaseException | None) -> bool:
@@ -336,11 +360,13 @@ class DynamoDBSessionStore:
         if head is not None and head.live(now):
             start, base, created, expires = head.next_seq, head.base_seq, head.created_at, head.expires_at
             system, title, listed_at = head.system, head.title, head.listed_at
+            metadata = head.metadata
         else:
             start = max(state.fresh_seq, head.next_seq if head is not None else 0)
             base, created = start, now
             expires = int(now) + self.ttl_seconds if self.ttl_seconds else None
             system, title, listed_at = turn.system, turn.title, None
+            metadata = turn.metadata or {}
         entry = self._listing_entry(key, now, created, expires, listed_at)
         if entry is not None:
             listed_at = now
@@ -350,7 +376,9 @@ class DynamoDBSessionStore:
             {
                 "Put": {
                     "TableName": self.table_name,
-                    "Item": self._message_item(pk, start + i, message, now, expires, commit),
+                    "Item": self._message_item(
+                        pk, start + i, message, now, expires, commit, _ids_of(turn, i, start + i)
+                    ),
                 }
             }
             for i, message in enumerate(turn.messages)
@@ -369,6 +397,7 @@ class DynamoDBSessionStore:
                     system=system,
                     title=title,
                     listed_at=listed_at,
+                    metadata=metadata,
                 ),
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
@@ -466,49 +495,132 @@ class DynamoDBSessionStore:
                 owner, limit=limit, after=after, now=self.clock()
             )
 
-    async def list_messages(self, key: SessionKey, *, limit: int, after: str | None) -> Page[StoredMessage] | None:
-        return await anyio.to_thread.run_sync(self._list_messages, key, limit, after)
+    async def list_messages(
+        self, key: SessionKey, *, limit: int, after: str | None, descending: bool = False
+    ) -> Page[StoredMessage] | None:
+        return await anyio.to_thread.run_sync(self._list_messages, key, limit, after, descending)
 
-    def _list_messages(self, key: SessionKey, limit: int, after: str | None) -> Page[StoredMessage] | None:
+    def _list_messages(
+        self, key: SessionKey, limit: int, after: str | None, descending: bool = False
+    ) -> Page[StoredMessage] | None:
         """The head (for the session's committed range), then one Query of that range."""
         if after is not None and not re.fullmatch(r"[0-9]{1,12}", after):  # ASCII; str.isdigit() takes "²"
             raise InvalidCursor(after)
         head = self._get_head(key)
         if head is None or not head.live(self.clock()):
             return None
-        first = max(head.base_seq, int(after) + 1 if after is not None else 0)
-        last = head.next_seq - 1
+        first, last = head.base_seq, head.next_seq - 1
+        if after is not None and descending:
+            last = min(last, int(after) - 1)
+        elif after is not None:
+            first = max(first, int(after) + 1)
         if first > last:
             return Page(items=[], next_cursor=None)
+        pk = session_pk(key)
         request: dict[str, Any] = {
             "TableName": self.table_name,
             "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
             "ExpressionAttributeValues": {
-                ":pk": string_attr(session_pk(key)),
+                ":pk": string_attr(pk),
                 ":first": string_attr(message_sk(first)),
                 ":last": string_attr(message_sk(last)),
             },
             "ConsistentRead": True,
+            "ScanIndexForward": not descending,
             "Limit": limit,
         }
         messages: list[StoredMessage] = []
         with store_errors():
             while len(messages) < limit:
                 page = self.client.query(**request)
-                messages.extend(
-                    StoredMessage(
-                        seq=int(item["seq"]["N"]),
-                        message=json.loads(item["msg"]["S"]),
-                        created_at=float(item.get("created_at", {"N": "0"})["N"]),
-                    )
-                    for item in page.get("Items", [])
-                )
+                messages.extend(stored_message(item, pk) for item in page.get("Items", []))
                 if "LastEvaluatedKey" not in page:
                     break
                 request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
                 request["Limit"] = limit - len(messages)
-        more = bool(messages) and messages[-1].seq < last
+        end = first if descending else last
+        more = bool(messages) and messages[-1].seq != end
         return Page(items=messages, next_cursor=str(messages[-1].seq) if more else None)
+
+    async def head(self, key: SessionKey) -> Head | None:
+        head = await anyio.to_thread.run_sync(self._get_head, key)
+        return head if head is not None and head.live(self.clock()) else None
+
+    async def get_messages(self, key: SessionKey, seqs: list[int]) -> dict[int, StoredMessage] | None:
+        return await anyio.to_thread.run_sync(self._get_messages, key, seqs)
+
+    def _get_messages(self, key: SessionKey, seqs: list[int]) -> dict[int, StoredMessage] | None:
+        """One BatchGetItem: the head (for the committed range) and the messages."""
+        pk = session_pk(key)
+        keys = [{"pk": string_attr(pk), "sk": string_attr(HEAD_SK)}]
+        keys += [{"pk": string_attr(pk), "sk": string_attr(message_sk(seq))} for seq in dict.fromkeys(seqs)]
+        found: list[dict[str, Any]] = []
+        pending: dict[str, Any] = {self.table_name: {"Keys": keys[:100], "ConsistentRead": True}}
+        with store_errors():
+            for attempt in range(10):
+                reply = self.client.batch_get_item(RequestItems=pending)
+                found += reply.get("Responses", {}).get(self.table_name, [])
+                pending = reply.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+                time.sleep(min(1.0, 0.05 * 2**attempt))
+            else:
+                raise StoreUnavailable("DynamoDB kept some keys unprocessed")
+        heads = [item for item in found if item["sk"]["S"] == HEAD_SK]
+        if not heads:
+            return None
+        head = parse_head(heads[0])
+        if not head.live(self.clock()):
+            return None
+        messages = (stored_message(item, pk) for item in found if item["sk"]["S"] != HEAD_SK)
+        return {m.seq: m for m in messages if head.base_seq <= m.seq < head.next_seq}
+
+    async def delete_message(self, key: SessionKey, seq: int) -> bool:
+        return await anyio.to_thread.run_sync(self._delete_message, key, seq)
+
+    def _delete_message(self, key: SessionKey, seq: int) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            with store_errors():
+                self.client.delete_item(
+                    TableName=self.table_name,
+                    Key={"pk": string_attr(session_pk(key)), "sk": string_attr(message_sk(seq))},
+                    ConditionExpression="attribute_exists(pk)",
+                )
+        except StoreUnavailable as error:
+            if isinstance(error.__cause__, ClientError) and _condition_failed(error.__cause__):
+                return False
+            raise
+        return True
+
+    async def update_metadata(self, key: SessionKey, metadata: dict[str, str]) -> Head | None:
+        return await anyio.to_thread.run_sync(self._update_metadata, key, metadata)
+
+    def _update_metadata(self, key: SessionKey, metadata: dict[str, str]) -> Head | None:
+        """SET metadata on a live head (it never moves the turn's commit marker)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            with store_errors():
+                reply = self.client.update_item(
+                    TableName=self.table_name,
+                    Key={"pk": string_attr(session_pk(key)), "sk": string_attr(HEAD_SK)},
+                    UpdateExpression="SET metadata = :metadata",
+                    ConditionExpression=(
+                        "attribute_exists(pk) AND (attribute_not_exists(expires_at) OR expires_at > :now)"
+                    ),
+                    ExpressionAttributeValues={
+                        ":metadata": string_attr(json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))),
+                        ":now": number_attr(int(self.clock())),
+                    },
+                    ReturnValues="ALL_NEW",
+                )
+        except StoreUnavailable as error:
+            if isinstance(error.__cause__, ClientError) and _condition_failed(error.__cause__):
+                return None
+            raise
+        return parse_head(reply["Attributes"])
 
     async def delete_session(self, key: SessionKey) -> bool:
         return await anyio.to_thread.run_sync(self._delete_session, key)
@@ -600,6 +712,7 @@ class DynamoDBSessionStore:
         system: list[dict[str, Any]],
         title: str,
         listed_at: float | None,
+        metadata: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         item: dict[str, Any] = {
             "pk": string_attr(pk),
@@ -614,6 +727,8 @@ class DynamoDBSessionStore:
         }
         if listed_at is not None:
             item["listed_at"] = number_attr(round(listed_at, 3))
+        if metadata:
+            item["metadata"] = string_attr(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")))
         if system:
             item["system"] = string_attr(json.dumps(system, ensure_ascii=False, separators=(",", ":")))
         if expires_at is not None:
@@ -622,13 +737,20 @@ class DynamoDBSessionStore:
 
     @staticmethod
     def _message_item(
-        pk: str, seq: int, message: dict[str, Any], now: float, expires_at: int | None, commit: str
+        pk: str,
+        seq: int,
+        message: dict[str, Any],
+        now: float,
+        expires_at: int | None,
+        commit: str,
+        ids: list[str],
     ) -> dict[str, Any]:
         item: dict[str, Any] = {
             "pk": string_attr(pk),
             "sk": string_attr(message_sk(seq)),
             "seq": number_attr(seq),
             "msg": string_attr(json.dumps(message, ensure_ascii=False, separators=(",", ":"))),
+            "ids": string_attr(",".join(ids)),
             "created_at": number_attr(round(now, 3)),
             "commit": string_attr(commit),
         }

@@ -15,8 +15,9 @@ index entry at all (the head, rewritten every turn, carries no index keys).
 A listing Queries every shard newest first (in parallel), plus the partition the
 earlier design wrote (`OWNER#<owner>`, where heads of sessions untouched since an
 upgrade still are), merges them by sort key and reads the page's heads with one
-BatchGetItem for their exact counts and times. The cursor is the last sort key
-returned, valid across every shard. Cost of a page of `limit`: shards + 1 Queries of
+BatchGetItem for their exact counts and times (a page is ordered by those exact
+times; across pages the order has the interval's resolution). The cursor is the last
+sort key returned, valid across every shard. Cost of a page of `limit`: shards + 1 Queries of
 at most `limit` index items each, and one BatchGetItem of `limit` heads.
 """
 
@@ -103,6 +104,9 @@ class OwnerListing:
                     updated_at=float(head["updated_at"]["N"]),
                 )
             )
+        # Within a page, exact order: the heads' activity times (the index's order has the
+        # resolution of the listing interval). The cursor stays the index position.
+        summaries.sort(key=lambda summary: summary.updated_at, reverse=True)
         cursor = entries[-1][0] if more and entries else None
         return Page(items=summaries, next_cursor=cursor)
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -86,6 +86,9 @@ class StoredResponse:
     expires_at: int | None
     body: dict[str, Any]
     """The Response object as returned to the client."""
+    input_count: int | None = None
+    """How many messages of its turn, before the reply, were its request's input (the
+    rest were a fork's copy of history); None for responses stored before it was kept."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,7 @@ class DynamoDBResponseStore:
             created_at=float(item["created_at"]["N"]),
             expires_at=int(item["expires_at"]["N"]) if "expires_at" in item else None,
             body=json.loads(item["body"]["S"]),
+            input_count=int(item["input_count"]["N"]) if "input_count" in item else None,
         )
 
     async def put_response(self, owner: str, response: StoredResponse) -> None:
@@ -198,6 +202,8 @@ class DynamoDBResponseStore:
         }
         if response.expires_at is not None:
             item["expires_at"] = number_attr(response.expires_at)
+        if response.input_count is not None:
+            item["input_count"] = number_attr(response.input_count)
         return item
 
     async def append_response(
@@ -208,61 +214,21 @@ class DynamoDBResponseStore:
         *,
         fresh_session: bool,
         response: StoredResponse,
-        conversation: str | None,
-        replaces: str | None,
     ) -> tuple[AppendResult, StoredResponse]:
-        """The turn, the response item and the conversation pointer in ONE transaction,
-        with a link to each in the session partition (so deleting the session deletes
-        them). A failure stores none of them; the pointer's own condition failing (a
-        later response moved the conversation first) stores the rest without it.
-        Returns the append's result and the response as stored (its position)."""
+        """The turn and the response item in ONE transaction, with a link to the response
+        in the session partition (so deleting the session deletes it). A failure stores
+        neither. Returns the append's result and the response as stored (its position)."""
         stored: list[StoredResponse] = []
 
         def extras(position: int, expires_at: int | None) -> list[ExtraWrite]:
-            placed = StoredResponse(
-                response_id=response.response_id,
-                session_id=key.session_id,
-                position=position,
-                created_at=response.created_at,
-                expires_at=expires_at,
-                body=response.body,
-            )
+            placed = replace(response, session_id=key.session_id, position=position, expires_at=expires_at)
             stored[:] = [placed]
-            session = session_pk(key)
             item = self._response_item(key.owner, placed)
-            writes = [
+            link = link_item(session_pk(key), item["pk"]["S"], RESPONSE_SK, expires_at)
+            return [
                 ExtraWrite({"Put": {"TableName": self.table_name, "Item": item}}),
-                ExtraWrite(
-                    {
-                        "Put": {
-                            "TableName": self.table_name,
-                            "Item": link_item(session, item["pk"]["S"], RESPONSE_SK, expires_at),
-                        }
-                    }
-                ),
+                ExtraWrite({"Put": {"TableName": self.table_name, "Item": link}}),
             ]
-            if conversation is not None:
-                pointer = ConversationPointer(
-                    name=conversation,
-                    latest_response_id=response.response_id,
-                    session_id=key.session_id,
-                    position=position,
-                    expires_at=expires_at,
-                )
-                put = self._conversation_put(key.owner, pointer, replaces)
-                writes.append(ExtraWrite({"Put": put}, optional=True))
-                writes.append(
-                    ExtraWrite(
-                        {
-                            "Put": {
-                                "TableName": self.table_name,
-                                "Item": link_item(session, put["Item"]["pk"]["S"], CONVERSATION_SK, expires_at),
-                            }
-                        },
-                        optional=True,
-                    )
-                )
-            return writes
 
         result = await self.sessions.append(key, turn, expected, fresh_session=fresh_session, extras=extras)
         return result, stored[0]
