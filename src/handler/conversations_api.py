@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from core.conversations import ConversationsService, conversation_key
 from core.errors import bad_request
 from core.store.base import SessionKey
-from handler.deps import chat_service, principal_of
+from handler.deps import conversations_service, principal_of
 from handler.parsing import json_object, path_param, path_parameters, small_int
 
 router = APIRouter()
@@ -23,11 +23,7 @@ MAX_PAGE = 100
 
 
 def _service(request: Request) -> ConversationsService:
-    from core.store.responses import DynamoDBResponseStore
-
-    store = chat_service(request).store
-    responses = DynamoDBResponseStore(store) if hasattr(store, "table_name") else None  # type: ignore[arg-type]
-    return ConversationsService(store, responses)
+    return conversations_service(request)
 
 
 def _key(request: Request) -> SessionKey:

@@ -7,7 +7,7 @@ stays in one place.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
@@ -17,6 +17,9 @@ from core.idempotency import IdempotencyGuard
 from core.responses.service import ResponsesService
 from core.settings import get_settings
 from core.store.client import get_dynamodb_client
+
+if TYPE_CHECKING:
+    from core.conversations import ConversationsService
 
 OPEN_PRINCIPAL = "open"
 """The owner of everything while the service runs without API keys."""
@@ -53,5 +56,18 @@ def idempotency_guard(request: Request) -> IdempotencyGuard:
 
 
 def responses_service(request: Request) -> ResponsesService:
-    """Built per request over the app's chat service (it holds no state of its own)."""
-    return ResponsesService(chat_service(request))
+    """Built per request over the app's chat service (it holds no state of its own); the
+    response store is DynamoDB's, on the chat service's table and client."""
+    from core.store.responses import DynamoDBResponseStore
+
+    chat = chat_service(request)
+    return ResponsesService(chat, DynamoDBResponseStore(chat.store))  # type: ignore[arg-type]
+
+
+def conversations_service(request: Request) -> ConversationsService:
+    """The Conversations API over the same store (a conversation is a session)."""
+    from core.conversations import ConversationsService
+    from core.store.responses import DynamoDBResponseStore
+
+    chat = chat_service(request)
+    return ConversationsService(chat.store, DynamoDBResponseStore(chat.store))  # type: ignore[arg-type]

@@ -64,9 +64,16 @@ from core.responses.wire import (
     validate_conversation_name,
 )
 from core.sessions import SESSION_HEADER, new_session_id, title_of, trim_window, validate_session_id
-from core.store.base import NewTurn, SessionKey, SessionState, StoreUnavailable, TurnTooLarge
-from core.store.dynamodb import DynamoDBSessionStore
-from core.store.responses import ChainHistory, DynamoDBResponseStore, StoredResponse
+from core.store.base import (
+    ChainHistory,
+    NewTurn,
+    ResponseStore,
+    SessionKey,
+    SessionState,
+    StoredResponse,
+    StoreUnavailable,
+    TurnTooLarge,
+)
 from core.wire import now
 
 if TYPE_CHECKING:
@@ -388,12 +395,8 @@ class _Run:
 class ResponsesService:
     """`POST/GET/DELETE /v1/responses` over the chat service's store, provider and settings."""
 
-    def __init__(self, chat: ChatService, store: DynamoDBResponseStore | None = None) -> None:
+    def __init__(self, chat: ChatService, store: ResponseStore) -> None:
         self.chat = chat
-        if store is None:
-            if not isinstance(chat.store, DynamoDBSessionStore):
-                raise TypeError("stored responses need the DynamoDB session store")
-            store = DynamoDBResponseStore(chat.store)
         self.store = store
 
     @property

@@ -175,3 +175,84 @@ class SessionStore(Protocol):
     async def delete_session(self, key: SessionKey) -> bool:
         """Remove every item of a session, however many; False when there is none."""
         ...
+
+
+# -- stored responses (the Responses API) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    response_id: str
+    session_id: str
+    """The session (chain) the response's turn was appended to."""
+    position: int
+    """The session's `next_seq` right after the turn: its history is `seq < position`."""
+    created_at: float
+    expires_at: int | None
+    body: dict[str, Any]
+    """The Response object as returned to the client."""
+    input_count: int | None = None
+    """How many messages of its turn, before the reply, were its request's input (the
+    rest were a fork's copy of history); None for responses stored before it was kept."""
+
+
+@dataclass(frozen=True)
+class ConversationPointer:
+    name: str
+    latest_response_id: str
+    session_id: str
+    position: int
+    expires_at: int | None
+
+
+@dataclass(frozen=True)
+class ChainHistory:
+    """A session read "up to a position"."""
+
+    position: int
+    head: Head | None
+    """The session's head; None when the session does not exist (deleted, never written)."""
+    usable: bool
+    """The head is live and the position lies in its current life: the history is there."""
+    messages: list[dict[str, Any]]
+    """At most `window` messages with seq < position, oldest first."""
+    earlier: bool
+    """The session holds messages before these (the window cut it)."""
+
+    @property
+    def is_tip(self) -> bool:
+        """Nothing was appended after this position: continuing it appends to the session."""
+        return self.usable and self.head is not None and self.head.next_seq == self.position
+
+
+class ResponseStore(Protocol):
+    """What the Responses service needs of a store: responses by id, a chain's history
+    up to a position, and a turn appended together with its response."""
+
+    def new_session_expiry(self) -> int | None: ...
+
+    def check_response(self, body: dict[str, Any]) -> None:
+        """Raise `TurnTooLarge` if this Response object could not be stored."""
+        ...
+
+    async def get_response(self, owner: str, response_id: str) -> StoredResponse | None: ...
+
+    async def delete_response(self, owner: str, response_id: str) -> bool: ...
+
+    async def get_conversation(self, owner: str, name: str) -> ConversationPointer | None:
+        """A conversation name of the earlier design (read only, to carry it over)."""
+        ...
+
+    async def load_history(self, key: SessionKey, position: int, window: int) -> ChainHistory: ...
+
+    async def append_response(
+        self,
+        key: SessionKey,
+        turn: NewTurn,
+        expected: SessionState | None,
+        *,
+        fresh_session: bool,
+        response: StoredResponse,
+    ) -> tuple[AppendResult, StoredResponse]:
+        """The turn and the response item, stored together or not at all."""
+        ...

@@ -1,6 +1,12 @@
-"""Sessions in one DynamoDB table: every item kind and access pattern is in this module.
+"""The session store on DynamoDB: the turn protocol (one read, one conditional
+transaction per turn) and the session's own reads and writes.
 
-Items, keyed by `pk` (partition) and `sk` (sort):
+The key design is docs/storage.md, its keys `core.store.keys`; items are read and
+written by `core.store.codec`; the other access patterns have a module each: the owner
+index (`listing`), partition reads (`reads`), deletion (`deletion`), stored responses
+(`responses`), the table itself (`table`), DynamoDB's failures (`errors`).
+
+A session's items, keyed by `pk` (partition) and `sk` (sort):
 
     pk = SESSION#<owner>#<session id>
       sk = SESSION           the head: next_seq, base_seq, created/updated times, the
@@ -12,7 +18,8 @@ Items, keyed by `pk` (partition) and `sk` (sort):
 
 - Read: one strongly consistent, descending Query on the partition's `MSG#`..`SESSION`
   range, Limit = window + 1. `SESSION` sorts after every `MSG#` key, so the head comes
-  first and then the newest messages; `LastEvaluatedKey` is followed when the 1 MB page cap cuts the window.
+  first and then the newest messages; `LastEvaluatedKey` is followed when the 1 MB page
+  cap cuts the window.
   The cost of a read depends on the window, never on the session's length.
 - Write: one TransactWriteItems per turn: a Put of the head conditioned on the
   `next_seq` that was read (or on its absence), plus a Put per message (and the
@@ -30,7 +37,6 @@ Items, keyed by `pk` (partition) and `sk` (sort):
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import random
 import re
@@ -38,13 +44,12 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
-from core.items import item_prefixes, mint_ids
+from core.items import mint_ids
 from core.store import keys
 from core.store.base import (
     AppendResult,
@@ -59,16 +64,30 @@ from core.store.base import (
     StoreUnavailable,
     TurnTooLarge,
 )
+from core.store.codec import head_item, is_expired, message_item, parse_head, stored_message
+from core.store.deletion import delete_partition
+from core.store.errors import refused_by_condition, store_errors
 from core.store.keys import (
     FIRST_MESSAGE_SK,
     HEAD_SK,
-    LINK_PREFIX,
-    OWNER_INDEX,
     message_sk,
     number_attr,
     string_attr,
 )
 from core.store.listing import OwnerListing, listing_item
+from core.store.reads import query_newest_first
+from core.store.table import ensure_table
+
+__all__ = [
+    "HEAD_SK",
+    "MAX_ITEM_BYTES",
+    "MESSAGE_OVERHEAD_BYTES",
+    "DynamoDBSessionStore",
+    "ExtraWrite",
+    "ensure_table",
+    "query_newest_first",
+    "session_pk",
+]
 
 MAX_ITEM_BYTES = 400 * 1024
 """DynamoDB's item limit, attribute names included."""
@@ -102,51 +121,11 @@ def _message_bytes(message: dict[str, Any]) -> int:
     return len(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()) + MESSAGE_OVERHEAD_BYTES
 
 
-def parse_head(item: dict[str, Any]) -> Head:
-    return Head(
-        next_seq=int(item["next_seq"]["N"]),
-        base_seq=int(item.get("base_seq", {"N": "0"})["N"]),
-        created_at=float(item["created_at"]["N"]),
-        expires_at=int(item["expires_at"]["N"]) if "expires_at" in item else None,
-        system=json.loads(item["system"]["S"]) if "system" in item else [],
-        title=item.get("title", {"S": ""})["S"],
-        listed_at=float(item["listed_at"]["N"]) if "listed_at" in item else None,
-        metadata=json.loads(item["metadata"]["S"]) if "metadata" in item else {},
-    )
-
-
-def stored_message(item: dict[str, Any], pk: str) -> StoredMessage:
-    """A message item as read. Messages stored before items had ids get ids derived from
-    their partition and sequence number: the same on every read, and never written."""
-    seq = int(item["seq"]["N"])
-    message = json.loads(item["msg"]["S"])
-    ids = item["ids"]["S"].split(",") if item.get("ids", {}).get("S") else []
-    if len(ids) != len(item_prefixes(message)):
-        tag = hashlib.sha256(f"{pk}#{seq}".encode()).hexdigest()[:16]
-        ids = [f"{prefix}_{seq:012x}{tag}" for prefix in item_prefixes(message)]
-    return StoredMessage(
-        seq=seq, message=message, created_at=float(item.get("created_at", {"N": "0"})["N"]), item_ids=ids
-    )
-
-
 def _ids_of(turn: NewTurn, index: int, seq: int) -> list[str]:
     """The item ids of the turn's message `index`, stored at `seq`: the ones the face gave
     (a response's output ids), else new stored ids."""
     given = turn.item_ids[index] if turn.item_ids is not None and index < len(turn.item_ids) else []
     return given or mint_ids(turn.messages[index], seq)
-
-
-def _condition_failed(error: BaseException | None) -> bool:
-    from botocore.exceptions import ClientError
-
-    return (
-        isinstance(error, ClientError)
-        and error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
-    )
-
-
-def is_expired(item: dict[str, Any], now: float) -> bool:
-    return "expires_at" in item and int(item["expires_at"]["N"]) <= now
 
 
 class _Conflict(Exception):
@@ -376,9 +355,7 @@ class DynamoDBSessionStore:
             {
                 "Put": {
                     "TableName": self.table_name,
-                    "Item": self._message_item(
-                        pk, start + i, message, now, expires, commit, _ids_of(turn, i, start + i)
-                    ),
+                    "Item": message_item(pk, start + i, message, now, expires, commit, _ids_of(turn, i, start + i)),
                 }
             }
             for i, message in enumerate(turn.messages)
@@ -386,7 +363,7 @@ class DynamoDBSessionStore:
         head_put: dict[str, Any] = {
             "Put": {
                 "TableName": self.table_name,
-                "Item": self._head_item(
+                "Item": head_item(
                     key,
                     pk,
                     next_seq=start + len(turn.messages),
@@ -579,7 +556,6 @@ class DynamoDBSessionStore:
         return await anyio.to_thread.run_sync(self._delete_message, key, seq)
 
     def _delete_message(self, key: SessionKey, seq: int) -> bool:
-        from botocore.exceptions import ClientError
 
         try:
             with store_errors():
@@ -589,7 +565,7 @@ class DynamoDBSessionStore:
                     ConditionExpression="attribute_exists(pk)",
                 )
         except StoreUnavailable as error:
-            if isinstance(error.__cause__, ClientError) and _condition_failed(error.__cause__):
+            if refused_by_condition(error):
                 return False
             raise
         return True
@@ -599,7 +575,6 @@ class DynamoDBSessionStore:
 
     def _update_metadata(self, key: SessionKey, metadata: dict[str, str]) -> Head | None:
         """SET metadata on a live head (it never moves the turn's commit marker)."""
-        from botocore.exceptions import ClientError
 
         try:
             with store_errors():
@@ -617,7 +592,7 @@ class DynamoDBSessionStore:
                     ReturnValues="ALL_NEW",
                 )
         except StoreUnavailable as error:
-            if isinstance(error.__cause__, ClientError) and _condition_failed(error.__cause__):
+            if refused_by_condition(error):
                 return None
             raise
         return parse_head(reply["Attributes"])
@@ -634,7 +609,7 @@ class DynamoDBSessionStore:
             return False
         pk = session_pk(key)
         for _attempt in range(MAX_APPEND_ATTEMPTS):
-            self._delete_partition(key, pk)
+            delete_partition(self.client, self.table_name, key, pk)
             try:
                 with store_errors():
                     self.client.delete_item(
@@ -645,160 +620,10 @@ class DynamoDBSessionStore:
                     )
                 return True
             except StoreUnavailable as error:
-                if not _condition_failed(error.__cause__):
+                if not refused_by_condition(error):
                     raise
                 head = self._get_head(key) or head
         raise StoreUnavailable("the session kept changing while it was being deleted")
-
-    def _delete_partition(self, key: SessionKey, pk: str) -> None:
-        """Every item of the partition but the head; each link's target first."""
-        request: dict[str, Any] = {
-            "TableName": self.table_name,
-            "KeyConditionExpression": "pk = :pk AND sk < :head",
-            "ExpressionAttributeValues": {":pk": string_attr(pk), ":head": string_attr(HEAD_SK)},
-            "ProjectionExpression": "pk, sk, ref_pk, ref_sk",
-            "ConsistentRead": True,
-        }
-        with store_errors():
-            while True:
-                page = self.client.query(**request)
-                items = page.get("Items", [])
-                for item in items:
-                    if item["sk"]["S"].startswith(LINK_PREFIX) and "ref_pk" in item:
-                        self._delete_link_target(key, item["ref_pk"]["S"], item["ref_sk"]["S"])
-                item_keys = [{"pk": item["pk"], "sk": item["sk"]} for item in items]
-                for start in range(0, len(item_keys), 25):
-                    self._batch_delete(item_keys[start : start + 25])
-                if "LastEvaluatedKey" not in page:
-                    return
-                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-    def _delete_link_target(self, key: SessionKey, target_pk: str, target_sk: str) -> None:
-        """Delete what a link names, if it still belongs to this session: a conversation
-        name may have moved on to a later session (a fork) and is left there."""
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.delete_item(
-                TableName=self.table_name,
-                Key={"pk": string_attr(target_pk), "sk": string_attr(target_sk)},
-                ConditionExpression="attribute_not_exists(session_id) OR session_id = :session",
-                ExpressionAttributeValues={":session": string_attr(key.session_id)},
-            )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
-
-    def _batch_delete(self, keys: list[dict[str, Any]]) -> None:
-        pending: dict[str, Any] = {self.table_name: [{"DeleteRequest": {"Key": key}} for key in keys]}
-        for attempt in range(10):
-            reply = self.client.batch_write_item(RequestItems=pending)
-            pending = reply.get("UnprocessedItems") or {}
-            if not pending:
-                return
-            time.sleep(min(1.0, 0.05 * 2**attempt))
-        raise StoreUnavailable("DynamoDB kept some deletions unprocessed")
-
-    def _head_item(
-        self,
-        key: SessionKey,
-        pk: str,
-        *,
-        next_seq: int,
-        base_seq: int,
-        created_at: float,
-        updated_at: float,
-        expires_at: int | None,
-        system: list[dict[str, Any]],
-        title: str,
-        listed_at: float | None,
-        metadata: dict[str, str] | None = None,
-    ) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "pk": string_attr(pk),
-            "sk": string_attr(HEAD_SK),
-            "owner": string_attr(key.owner),
-            "session_id": string_attr(key.session_id),
-            "next_seq": number_attr(next_seq),
-            "base_seq": number_attr(base_seq),
-            "created_at": number_attr(round(created_at, 3)),
-            "updated_at": number_attr(round(updated_at, 3)),
-            "title": string_attr(title),
-        }
-        if listed_at is not None:
-            item["listed_at"] = number_attr(round(listed_at, 3))
-        if metadata:
-            item["metadata"] = string_attr(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")))
-        if system:
-            item["system"] = string_attr(json.dumps(system, ensure_ascii=False, separators=(",", ":")))
-        if expires_at is not None:
-            item["expires_at"] = number_attr(expires_at)
-        return item
-
-    @staticmethod
-    def _message_item(
-        pk: str,
-        seq: int,
-        message: dict[str, Any],
-        now: float,
-        expires_at: int | None,
-        commit: str,
-        ids: list[str],
-    ) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "pk": string_attr(pk),
-            "sk": string_attr(message_sk(seq)),
-            "seq": number_attr(seq),
-            "msg": string_attr(json.dumps(message, ensure_ascii=False, separators=(",", ":"))),
-            "ids": string_attr(",".join(ids)),
-            "created_at": number_attr(round(now, 3)),
-            "commit": string_attr(commit),
-        }
-        if expires_at is not None:
-            item["expires_at"] = number_attr(expires_at)
-        return item
-
-
-def query_newest_first(
-    client: Any, table_name: str, pk: str, limit: int, *, between: tuple[str, str] | None = None
-) -> tuple[list[dict[str, Any]], bool]:
-    """Up to `limit` items of one partition (optionally `between` two sort keys), newest
-    first, in one strongly consistent Query that follows `LastEvaluatedKey` when the
-    1 MB page cap cuts it short. Also says whether the range was read to its end."""
-    condition, values = "pk = :pk", {":pk": string_attr(pk)}
-    if between is not None:
-        condition += " AND sk BETWEEN :low AND :high"
-        values |= {":low": string_attr(between[0]), ":high": string_attr(between[1])}
-    request: dict[str, Any] = {
-        "TableName": table_name,
-        "KeyConditionExpression": condition,
-        "ExpressionAttributeValues": values,
-        "ScanIndexForward": False,
-        "ConsistentRead": True,
-        "Limit": limit,
-    }
-    items: list[dict[str, Any]] = []
-    with store_errors():
-        while True:
-            page = client.query(**request)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return items, True
-            if len(items) >= limit:
-                return items, False
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-            request["Limit"] = limit - len(items)
-
-
-@contextmanager
-def store_errors() -> Iterator[None]:
-    """Turn botocore's failures (after its own retries) into `StoreUnavailable`."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        yield
-    except (ClientError, BotoCoreError) as error:
-        raise StoreUnavailable("the session store did not answer") from error
 
 
 def _item_bytes(transact_item: dict[str, Any]) -> int:
@@ -824,36 +649,3 @@ def _transaction_batches(
         current_bytes += size
     batches.append(current[::-1])
     yield from reversed(batches)
-
-
-def ensure_table(client: Any, table_name: str) -> None:
-    """Create the sessions table where missing (local runs and tests; the template
-    creates it when deployed), with the owner index and TTL on `expires_at`."""
-    try:
-        client.describe_table(TableName=table_name)
-        return
-    except client.exceptions.ResourceNotFoundException:
-        pass
-    with suppress(client.exceptions.ResourceInUseException):  # created concurrently
-        client.create_table(
-            TableName=table_name,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": name, "AttributeType": "S"} for name in ("pk", "sk", "gsi1pk", "gsi1sk")
-            ],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": OWNER_INDEX,
-                    "KeySchema": [
-                        {"AttributeName": "gsi1pk", "KeyType": "HASH"},
-                        {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            ],
-        )
-    client.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
-    client.update_time_to_live(
-        TableName=table_name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
-    )

@@ -36,23 +36,25 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import anyio
 
 from core.store import keys
-from core.store.base import AppendResult, Head, NewTurn, SessionKey, SessionState, StoreUnavailable, TurnTooLarge
-from core.store.dynamodb import (
-    MAX_ITEM_BYTES,
-    DynamoDBSessionStore,
-    ExtraWrite,
-    is_expired,
-    parse_head,
-    query_newest_first,
-    session_pk,
-    store_errors,
+from core.store.base import (
+    AppendResult,
+    ChainHistory,
+    ConversationPointer,
+    NewTurn,
+    SessionKey,
+    SessionState,
+    StoredResponse,
+    TurnTooLarge,
 )
+from core.store.codec import is_expired, parse_head
+from core.store.dynamodb import MAX_ITEM_BYTES, DynamoDBSessionStore, ExtraWrite, session_pk
+from core.store.errors import store_errors, unless_refused
 from core.store.keys import (
     CONVERSATION_SK,
     HEAD_SK,
@@ -62,6 +64,7 @@ from core.store.keys import (
     number_attr,
     string_attr,
 )
+from core.store.reads import query_newest_first
 
 _RESPONSE_OVERHEAD_BYTES = 600
 """Bytes of a response item besides its body: keys, names and numbers (generously)."""
@@ -73,51 +76,6 @@ conversation_pk = keys.conversation_pk
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-@dataclass(frozen=True)
-class StoredResponse:
-    response_id: str
-    session_id: str
-    """The session (chain) the response's turn was appended to."""
-    position: int
-    """The session's `next_seq` right after the turn: its history is `seq < position`."""
-    created_at: float
-    expires_at: int | None
-    body: dict[str, Any]
-    """The Response object as returned to the client."""
-    input_count: int | None = None
-    """How many messages of its turn, before the reply, were its request's input (the
-    rest were a fork's copy of history); None for responses stored before it was kept."""
-
-
-@dataclass(frozen=True)
-class ConversationPointer:
-    name: str
-    latest_response_id: str
-    session_id: str
-    position: int
-    expires_at: int | None
-
-
-@dataclass(frozen=True)
-class ChainHistory:
-    """A session read "up to a position"."""
-
-    position: int
-    head: Head | None
-    """The session's head; None when the session does not exist (deleted, never written)."""
-    usable: bool
-    """The head is live and the position lies in its current life: the history is there."""
-    messages: list[dict[str, Any]]
-    """At most `window` messages with seq < position, oldest first."""
-    earlier: bool
-    """The session holds messages before these (the window cut it)."""
-
-    @property
-    def is_tip(self) -> bool:
-        """Nothing was appended after this position: continuing it appends to the session."""
-        return self.usable and self.head is not None and self.head.next_seq == self.position
 
 
 class DynamoDBResponseStore:
@@ -238,22 +196,15 @@ class DynamoDBResponseStore:
 
     def _delete_response(self, owner: str, response_id: str) -> bool:
         """One conditional DeleteItem; False when there was no live item to delete."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
+        refused: list[bool] = []
+        with unless_refused(refused):
             self.client.delete_item(
                 TableName=self.table_name,
                 Key={"pk": string_attr(response_pk(owner, response_id)), "sk": string_attr(RESPONSE_SK)},
                 ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(expires_at) OR expires_at > :now)",
                 ExpressionAttributeValues={":now": number_attr(int(self.now()))},
             )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise StoreUnavailable("could not delete the response") from error
-        except BotoCoreError as error:
-            raise StoreUnavailable("could not delete the response") from error
-        return True
+        return not refused
 
     # -- conversations -------------------------------------------------------------
 
@@ -291,17 +242,10 @@ class DynamoDBResponseStore:
         conversation somewhere this response does not follow, and the pointer is
         left alone: False.
         """
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
+        refused: list[bool] = []
+        with unless_refused(refused):
             self.client.put_item(**self._conversation_put(owner, pointer, replaces))
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise StoreUnavailable("could not update the conversation") from error
-        except BotoCoreError as error:
-            raise StoreUnavailable("could not update the conversation") from error
-        return True
+        return not refused
 
     def _conversation_put(self, owner: str, pointer: ConversationPointer, replaces: str | None) -> dict[str, Any]:
         """The pointer's conditional Put (see `advance_conversation` for the condition)."""
