@@ -108,11 +108,9 @@ class ConversationsService:
         cursor: str | None = None
         skip_through: str | None = None
         if after is not None:
-            where = parse_item_id(after)
-            if not isinstance(where, StoredItemId):
-                where = await self._locate(key, after)
+            where = await self._locate(key, after)
             start = where.seq + (1 if order == "desc" else -1)
-            cursor = str(start) if start >= 0 else None
+            cursor = str(start) if 0 <= start < 10**12 else None
             skip_through = after
         items: list[dict[str, Any]] = []
         has_more = False
@@ -189,6 +187,8 @@ class ConversationsService:
         """Where an item id of this conversation is; a 404 for any other id."""
         where = parse_item_id(item_id)
         if isinstance(where, StoredItemId):
+            if where.seq >= 10**12:
+                raise _missing_item(item_id)  # beyond any sequence number: no such item
             return where
         if where is not None and self.responses is not None:  # a response's output: its turn's last message
             try:
@@ -197,6 +197,13 @@ class ConversationsService:
                 raise unavailable("The conversation store is unavailable right now; retry the request.") from None
             if response is not None and response.session_id == key.session_id:
                 return StoredItemId(seq=response.position - 1)
+            if response is None:  # deleted: its output items are still the session's
+                try:
+                    found = await self.store.find_message(key, item_id)
+                except StoreUnavailable:
+                    raise unavailable("The conversation store is unavailable right now; retry the request.") from None
+                if found is not None:
+                    return StoredItemId(seq=found.seq)
         raise _missing_item(item_id)
 
     async def _append(

@@ -14,7 +14,7 @@ from core.chat import ChatService
 from core.providers.echo import EchoProvider
 from core.settings import Settings
 from core.store.base import NewTurn, SessionKey, TurnTooLarge
-from core.store.dynamodb import MAX_ITEM_BYTES, MESSAGE_OVERHEAD_BYTES, DynamoDBSessionStore
+from core.store.dynamodb import ID_BYTES, MAX_ITEM_BYTES, MESSAGE_OVERHEAD_BYTES, DynamoDBSessionStore
 from handler.app import create_app
 from tests.conftest import table_items
 from tests.servers import LiveServer
@@ -149,7 +149,7 @@ async def test_a_message_too_big_for_an_item_is_refused_and_nothing_written(
 async def test_the_largest_message_we_accept_fits_a_real_item(store: DynamoDBSessionStore) -> None:
     longest_key = SessionKey(owner="key-" + "f" * 24, session_id="s" * 128)  # the longest pk there is
     envelope = len('{"role":"user","content":""}')
-    largest = "k" * (MAX_ITEM_BYTES - MESSAGE_OVERHEAD_BYTES - envelope)  # what check_turn lets through
+    largest = "k" * (MAX_ITEM_BYTES - MESSAGE_OVERHEAD_BYTES - ID_BYTES - envelope)  # what check_turn lets through
     await store.append(longest_key, pair(largest, "ok"), await store.load(longest_key, 10))
     state = await store.load(longest_key, 10)
     assert state.messages[0]["content"] == largest

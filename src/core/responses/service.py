@@ -66,6 +66,7 @@ from core.responses.wire import (
 from core.sessions import SESSION_HEADER, new_session_id, title_of, trim_window, validate_session_id
 from core.store.base import (
     ChainHistory,
+    ConversationPointer,
     NewTurn,
     ResponseStore,
     SessionKey,
@@ -110,6 +111,9 @@ class PreparedResponse:
     conversation: str | None
     fresh: bool = True
     """The session id was made for this request (nobody else can write it yet)."""
+    retire: ConversationPointer | None = None
+    """A conversation name of the earlier design whose chain this turn carries over: its
+    pointer is deleted in the turn's transaction, so it is carried over only once."""
     created_at: int = field(default_factory=now)
     failure: ApiError | None = None
     """Set by `stream` when the response failed (the face may still answer with a status)."""
@@ -452,6 +456,7 @@ class ResponsesService:
         chain: ChainHistory | None = None
         source: SessionKey | None = None
         state: SessionState | None = None
+        retire: ConversationPointer | None = None
         if request.previous_response_id is not None:
             previous_id = request.previous_response_id
             if not is_response_id(previous_id):
@@ -477,7 +482,7 @@ class ResponsesService:
             with _store_reads():
                 state = await self.sessions.load(source, window)
                 if not state.exists:
-                    chain = await self._legacy_conversation(owner, conversation, window)
+                    retire, chain = await self._legacy_conversation(owner, conversation, window)
 
         reference_session = source
         new_input = input_messages(await self._resolve_references(request.input, owner, reference_session))
@@ -535,18 +540,22 @@ class ResponsesService:
             previous_response_id=request.previous_response_id,
             conversation=conversation,
             fresh=fresh,
+            retire=retire if chain is not None and request.stores else None,
         )
 
-    async def _legacy_conversation(self, owner: str, name: str, window: int) -> ChainHistory | None:
+    async def _legacy_conversation(
+        self, owner: str, name: str, window: int
+    ) -> tuple[ConversationPointer | None, ChainHistory | None]:
         """A conversation name given before conversations were sessions pointed at the
-        latest response of a chain: its history, to carry into the session of that name."""
+        latest response of a chain: the pointer and its history, to carry into the
+        session of that name."""
         pointer = await self.store.get_conversation(owner, name)
         if pointer is None:
-            return None
+            return None, None
         chain = await self.store.load_history(
             SessionKey(owner=owner, session_id=pointer.session_id), pointer.position, window
         )
-        return chain if chain.usable else None
+        return (pointer, chain) if chain.usable else (None, None)
 
     async def _resolve_references(
         self, raw: str | list[Any] | None, owner: str, session: SessionKey | None
@@ -588,6 +597,13 @@ class ResponsesService:
                 output = stored.body.get("output", []) if stored is not None else []
                 if where.output_index < len(output) and output[where.output_index].get("id") == item_id:
                     return dict(output[where.output_index])
+                if stored is not None or session is None:
+                    return None
+                # The response was deleted: its output items are still its session's.
+                found_message = await self.sessions.find_message(session, item_id)
+                for item in render(found_message.message, found_message.item_ids) if found_message else []:
+                    if item["id"] == item_id:
+                        return item
                 return None
             if isinstance(where, StoredItemId) and session is not None:
                 found = await self.sessions.get_messages(session, [where.seq])
@@ -666,6 +682,7 @@ class ResponsesService:
                     body=body,
                     input_count=len(prepared.new_input),
                 ),
+                retire=prepared.retire,
             )
             if result.conflicts:
                 logger.info(

@@ -45,6 +45,9 @@ class Head:
     """When the session's listing entry last moved (None: never, or an earlier design's)."""
     metadata: dict[str, str] = field(default_factory=dict)
     """The conversation's metadata (`/v1/conversations`), set at creation or by an update."""
+    meta_rev: int = 0
+    """How many times the metadata was updated: a turn's write is conditioned on it, so a
+    turn that read the head before an update never writes the old metadata back."""
 
     def live(self, now: float) -> bool:
         return self.expires_at is None or self.expires_at > now
@@ -164,6 +167,11 @@ class SessionStore(Protocol):
         """These committed messages of the session (those that exist); None without a live session."""
         ...
 
+    async def find_message(self, key: SessionKey, item_id: str) -> StoredMessage | None:
+        """The message showing the item `item_id`, read from the whole session (a fallback
+        for ids that do not say where their item is any more)."""
+        ...
+
     async def delete_message(self, key: SessionKey, seq: int) -> bool:
         """Remove one message from the session (a conversation item); False when absent."""
         ...
@@ -253,6 +261,9 @@ class ResponseStore(Protocol):
         *,
         fresh_session: bool,
         response: StoredResponse,
+        retire: ConversationPointer | None = None,
     ) -> tuple[AppendResult, StoredResponse]:
-        """The turn and the response item, stored together or not at all."""
+        """The turn and the response item, stored together or not at all (and `retire`,
+        an earlier design's conversation pointer whose chain the turn carries over,
+        deleted with them unless it moved meanwhile)."""
         ...

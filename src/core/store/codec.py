@@ -29,6 +29,7 @@ def parse_head(item: dict[str, Any]) -> Head:
         title=item.get("title", {"S": ""})["S"],
         listed_at=float(item["listed_at"]["N"]) if "listed_at" in item else None,
         metadata=json.loads(item["metadata"]["S"]) if "metadata" in item else {},
+        meta_rev=int(item["meta_rev"]["N"]) if "meta_rev" in item else 0,
     )
 
 
@@ -63,6 +64,7 @@ def head_item(
     title: str,
     listed_at: float | None,
     metadata: dict[str, str] | None = None,
+    meta_rev: int = 0,
 ) -> dict[str, Any]:
     item: dict[str, Any] = {
         "pk": string_attr(pk),
@@ -79,6 +81,8 @@ def head_item(
         item["listed_at"] = number_attr(round(listed_at, 3))
     if metadata:
         item["metadata"] = string_attr(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")))
+    if meta_rev:
+        item["meta_rev"] = number_attr(meta_rev)
     if system:
         item["system"] = string_attr(json.dumps(system, ensure_ascii=False, separators=(",", ":")))
     if expires_at is not None:

@@ -44,12 +44,13 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
-from core.items import mint_ids
+from core.items import item_prefixes, mint_ids
 from core.store import keys
 from core.store.base import (
     AppendResult,
@@ -66,7 +67,7 @@ from core.store.base import (
 )
 from core.store.codec import head_item, is_expired, message_item, parse_head, stored_message
 from core.store.deletion import delete_partition
-from core.store.errors import refused_by_condition, store_errors
+from core.store.errors import refused_by_condition, store_errors, unless_refused
 from core.store.keys import (
     FIRST_MESSAGE_SK,
     HEAD_SK,
@@ -80,6 +81,7 @@ from core.store.table import ensure_table
 
 __all__ = [
     "HEAD_SK",
+    "ID_BYTES",
     "MAX_ITEM_BYTES",
     "MESSAGE_OVERHEAD_BYTES",
     "DynamoDBSessionStore",
@@ -93,8 +95,12 @@ MAX_ITEM_BYTES = 400 * 1024
 """DynamoDB's item limit, attribute names included."""
 MAX_TRANSACTION_ITEMS = 100
 MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
-MAX_TURN_MESSAGES = MAX_TRANSACTION_ITEMS - 2
-"""A continued turn is one transaction: the head, its input and the reply."""
+MAX_TURN_MESSAGES = MAX_TRANSACTION_ITEMS - 5
+"""A continued turn is one transaction: the head, its input, the reply, the listing entry
+when it moves, and a stored response with its link."""
+MAX_TURN_INPUT_BYTES = 4 * 1024 * 1024 - 2 * 400 * 1024 - 64 * 1024
+"""What a continued turn's input may take of a transaction's 4 MB: room is left for the
+reply and a stored response (an item each, at most) and the head."""
 MAX_APPEND_ATTEMPTS = 40
 """How often a session deletion goes round when turns keep arriving."""
 APPEND_DEADLINE_SECONDS = 10.0
@@ -107,6 +113,8 @@ DEFAULT_LISTING_SHARDS = 16
 DEFAULT_LISTING_INTERVAL = 10.0
 """Seconds of activity a session's listing entry waits before it moves again
 (LISTING_INTERVAL_SECONDS): the listing's order has this resolution."""
+ID_BYTES = 60
+"""One item id in a message item's `ids` (a response's output id is 54 characters)."""
 MESSAGE_OVERHEAD_BYTES = 400
 """Bytes of a message item besides its JSON, at most: attribute names, the key (a
 128-character session id and an owner make a pk of about 170 bytes), the numbers
@@ -118,7 +126,9 @@ def session_pk(key: SessionKey) -> str:
 
 
 def _message_bytes(message: dict[str, Any]) -> int:
-    return len(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()) + MESSAGE_OVERHEAD_BYTES
+    """A message item's size at most: its JSON, the attributes besides it, and its item ids."""
+    ids = ID_BYTES * len(item_prefixes(message)) if "role" in message else 0
+    return len(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()) + MESSAGE_OVERHEAD_BYTES + ids
 
 
 def _ids_of(turn: NewTurn, index: int, seq: int) -> list[str]:
@@ -201,6 +211,11 @@ class DynamoDBSessionStore:
             raise TurnTooLarge(
                 f"A turn on an existing session can add at most {MAX_TURN_MESSAGES} messages "
                 f"before the reply; this one has {len(messages)}."
+            )
+        if not fresh_session and sum(_message_bytes(message) for message in messages) > MAX_TURN_INPUT_BYTES:
+            raise TurnTooLarge(
+                f"A turn on an existing session can add at most {MAX_TURN_INPUT_BYTES:,} bytes of messages "
+                "before the reply (one DynamoDB transaction holds the turn)."
             )
 
     # -- read ----------------------------------------------------------------------
@@ -314,6 +329,7 @@ class DynamoDBSessionStore:
                     with_optional = False  # nothing was written: go again without it
                 except _Conflict as conflict:
                     conflicts += 1
+                    fresh_session = False  # someone else wrote this id: no unconditional parts
                     if time.monotonic() >= deadline:
                         raise StoreUnavailable(f"gave up appending after {conflicts} concurrent conflicts") from None
                     if conflict.current is not None:
@@ -339,13 +355,13 @@ class DynamoDBSessionStore:
         if head is not None and head.live(now):
             start, base, created, expires = head.next_seq, head.base_seq, head.created_at, head.expires_at
             system, title, listed_at = head.system, head.title, head.listed_at
-            metadata = head.metadata
+            metadata, meta_rev = head.metadata, head.meta_rev
         else:
             start = max(state.fresh_seq, head.next_seq if head is not None else 0)
             base, created = start, now
             expires = int(now) + self.ttl_seconds if self.ttl_seconds else None
             system, title, listed_at = turn.system, turn.title, None
-            metadata = turn.metadata or {}
+            metadata, meta_rev = turn.metadata or {}, 0
         entry = self._listing_entry(key, now, created, expires, listed_at)
         if entry is not None:
             listed_at = now
@@ -363,7 +379,7 @@ class DynamoDBSessionStore:
         head_put: dict[str, Any] = {
             "Put": {
                 "TableName": self.table_name,
-                "Item": head_item(
+                "Item": self._head_item(
                     key,
                     pk,
                     next_seq=start + len(turn.messages),
@@ -375,6 +391,7 @@ class DynamoDBSessionStore:
                     title=title,
                     listed_at=listed_at,
                     metadata=metadata,
+                    meta_rev=meta_rev,
                 ),
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
@@ -382,8 +399,15 @@ class DynamoDBSessionStore:
         if head is None:
             head_put["Put"]["ConditionExpression"] = "attribute_not_exists(pk)"
         else:
-            head_put["Put"]["ConditionExpression"] = "next_seq = :expected"
-            head_put["Put"]["ExpressionAttributeValues"] = {":expected": number_attr(head.next_seq)}
+            # The metadata's revision too: a metadata update since the read is a conflict,
+            # and the retry writes the updated metadata, never the one read before it.
+            values = {":expected": number_attr(head.next_seq)}
+            if head.meta_rev:
+                head_put["Put"]["ConditionExpression"] = "next_seq = :expected AND meta_rev = :rev"
+                values[":rev"] = number_attr(head.meta_rev)
+            else:
+                head_put["Put"]["ConditionExpression"] = "next_seq = :expected AND attribute_not_exists(meta_rev)"
+            head_put["Put"]["ExpressionAttributeValues"] = values
         extra_writes = [
             extra
             for extra in (extras(start + len(turn.messages), expires) if extras is not None else [])
@@ -399,8 +423,18 @@ class DynamoDBSessionStore:
         )
         if len(batches) > 1 and not fresh_session:
             raise TurnTooLarge("This turn is too large to append to a session in one step.")
+        written: list[dict[str, Any]] = []
         for batch in batches[:-1]:
-            self._transact(batch)
+            # Parts of a fresh session's long first turn, invisible until the head commits
+            # them; never over an item that exists (the id may have been taken meanwhile).
+            for put in batch:
+                put["Put"]["ConditionExpression"] = "attribute_not_exists(pk)"
+            try:
+                self._transact(batch)
+            except (_Conflict, StoreUnavailable):
+                self._discard(written, commit)
+                raise StoreUnavailable("could not write the first part of a long turn") from None
+            written += [put["Put"]["Item"] for put in batch]
         final = [head_put, *batches[-1], *(extra.transact_item for extra in extra_writes)]
         optional_at = {len(final) - len(extra_writes) + i for i, extra in enumerate(extra_writes) if extra.optional}
         try:
@@ -410,8 +444,31 @@ class DynamoDBSessionStore:
             # retries: then it must not be reported (and retried by the client) as unstored.
             if self._landed(pk, start + len(turn.messages) - 1, commit):
                 return start
+            self._discard(written, commit)
+            raise
+        except (_Conflict, _OptionalRefused):
+            self._discard(written, commit)
             raise
         return start
+
+    def _discard(self, items: list[dict[str, Any]], commit: str) -> None:
+        """Best effort: delete the parts of this attempt that its head never committed (each
+        only if it is still this attempt's), so a failed long turn leaves nothing behind.
+        What a failure here leaves stays invisible (beyond `next_seq`) until TTL."""
+        for item in items:
+            with suppress(StoreUnavailable), unless_refused([]):
+                self.client.delete_item(
+                    TableName=self.table_name,
+                    Key={"pk": item["pk"], "sk": item["sk"]},
+                    ConditionExpression="#commit = :commit",
+                    ExpressionAttributeNames={"#commit": "commit"},
+                    ExpressionAttributeValues={":commit": string_attr(commit)},
+                )
+
+    def _head_item(self, key: SessionKey, pk: str, **fields: Any) -> dict[str, Any]:
+        """The head as this turn writes it (a seam: `devtools.partitions` replays the
+        earlier key design by adding the owner index keys here)."""
+        return head_item(key, pk, **fields)
 
     def _listing_entry(
         self, key: SessionKey, now: float, created: float, expires: int | None, listed_at: float | None
@@ -532,17 +589,18 @@ class DynamoDBSessionStore:
         keys = [{"pk": string_attr(pk), "sk": string_attr(HEAD_SK)}]
         keys += [{"pk": string_attr(pk), "sk": string_attr(message_sk(seq))} for seq in dict.fromkeys(seqs)]
         found: list[dict[str, Any]] = []
-        pending: dict[str, Any] = {self.table_name: {"Keys": keys[:100], "ConsistentRead": True}}
         with store_errors():
-            for attempt in range(10):
-                reply = self.client.batch_get_item(RequestItems=pending)
-                found += reply.get("Responses", {}).get(self.table_name, [])
-                pending = reply.get("UnprocessedKeys") or {}
-                if not pending:
-                    break
-                time.sleep(min(1.0, 0.05 * 2**attempt))
-            else:
-                raise StoreUnavailable("DynamoDB kept some keys unprocessed")
+            for start in range(0, len(keys), 100):  # BatchGetItem takes 100 keys at a time
+                pending: dict[str, Any] = {self.table_name: {"Keys": keys[start : start + 100], "ConsistentRead": True}}
+                for attempt in range(10):
+                    reply = self.client.batch_get_item(RequestItems=pending)
+                    found += reply.get("Responses", {}).get(self.table_name, [])
+                    pending = reply.get("UnprocessedKeys") or {}
+                    if not pending:
+                        break
+                    time.sleep(min(1.0, 0.05 * 2**attempt))
+                else:
+                    raise StoreUnavailable("DynamoDB kept some keys unprocessed")
         heads = [item for item in found if item["sk"]["S"] == HEAD_SK]
         if not heads:
             return None
@@ -551,6 +609,40 @@ class DynamoDBSessionStore:
             return None
         messages = (stored_message(item, pk) for item in found if item["sk"]["S"] != HEAD_SK)
         return {m.seq: m for m in messages if head.base_seq <= m.seq < head.next_seq}
+
+    async def find_message(self, key: SessionKey, item_id: str) -> StoredMessage | None:
+        return await anyio.to_thread.run_sync(self._find_message, key, item_id)
+
+    def _find_message(self, key: SessionKey, item_id: str) -> StoredMessage | None:
+        """The committed message showing the item `item_id`, by reading the session's
+        messages (a filtered Query): only for ids whose place is not in them, a response's
+        output item whose response was deleted."""
+        head = self._get_head(key)
+        if head is None or not head.live(self.clock()) or head.next_seq <= head.base_seq:
+            return None
+        pk = session_pk(key)
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
+            "FilterExpression": "contains(ids, :id)",
+            "ExpressionAttributeValues": {
+                ":pk": string_attr(pk),
+                ":first": string_attr(message_sk(head.base_seq)),
+                ":last": string_attr(message_sk(head.next_seq - 1)),
+                ":id": string_attr(item_id),
+            },
+            "ConsistentRead": True,
+        }
+        with store_errors():
+            while True:
+                page = self.client.query(**request)
+                for item in page.get("Items", []):
+                    stored = stored_message(item, pk)
+                    if item_id in stored.item_ids:
+                        return stored
+                if "LastEvaluatedKey" not in page:
+                    return None
+                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     async def delete_message(self, key: SessionKey, seq: int) -> bool:
         return await anyio.to_thread.run_sync(self._delete_message, key, seq)
@@ -581,12 +673,13 @@ class DynamoDBSessionStore:
                 reply = self.client.update_item(
                     TableName=self.table_name,
                     Key={"pk": string_attr(session_pk(key)), "sk": string_attr(HEAD_SK)},
-                    UpdateExpression="SET metadata = :metadata",
+                    UpdateExpression="SET metadata = :metadata ADD meta_rev :one",
                     ConditionExpression=(
                         "attribute_exists(pk) AND (attribute_not_exists(expires_at) OR expires_at > :now)"
                     ),
                     ExpressionAttributeValues={
                         ":metadata": string_attr(json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))),
+                        ":one": number_attr(1),
                         ":now": number_attr(int(self.clock())),
                     },
                     ReturnValues="ALL_NEW",
@@ -627,7 +720,10 @@ class DynamoDBSessionStore:
 
 
 def _item_bytes(transact_item: dict[str, Any]) -> int:
-    return len(json.dumps(transact_item["Put"]["Item"]).encode())
+    """What an entry of a transaction counts towards its 4 MB: a Put's item, or the key
+    (and condition) of a Delete."""
+    action = transact_item.get("Put", {}).get("Item") or next(iter(transact_item.values()))
+    return len(json.dumps(action).encode())
 
 
 def _transaction_batches(

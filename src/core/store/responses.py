@@ -172,6 +172,7 @@ class DynamoDBResponseStore:
         *,
         fresh_session: bool,
         response: StoredResponse,
+        retire: ConversationPointer | None = None,
     ) -> tuple[AppendResult, StoredResponse]:
         """The turn and the response item in ONE transaction, with a link to the response
         in the session partition (so deleting the session deletes it). A failure stores
@@ -183,10 +184,20 @@ class DynamoDBResponseStore:
             stored[:] = [placed]
             item = self._response_item(key.owner, placed)
             link = link_item(session_pk(key), item["pk"]["S"], RESPONSE_SK, expires_at)
-            return [
+            writes = [
                 ExtraWrite({"Put": {"TableName": self.table_name, "Item": item}}),
                 ExtraWrite({"Put": {"TableName": self.table_name, "Item": link}}),
             ]
+            if retire is not None:
+                pointer_key = {
+                    "pk": string_attr(conversation_pk(key.owner, retire.name)),
+                    "sk": string_attr(CONVERSATION_SK),
+                }
+                condition = "latest_response_id = :seen"
+                values = {":seen": string_attr(retire.latest_response_id)}
+                delete = {"TableName": self.table_name, "Key": pointer_key, "ConditionExpression": condition}
+                writes.append(ExtraWrite({"Delete": {**delete, "ExpressionAttributeValues": values}}, optional=True))
+            return writes
 
         result = await self.sessions.append(key, turn, expected, fresh_session=fresh_session, extras=extras)
         return result, stored[0]
