@@ -14,7 +14,7 @@ import pytest
 
 from core.chat import ChatService
 from core.errors import ApiError
-from core.providers.base import ModelRequest, ProviderEvent
+from core.providers.base import Finish, ModelRequest, ProviderEvent, TextDelta
 from core.providers.echo import EchoProvider, message_text
 from core.settings import Settings
 from core.store.base import AppendResult
@@ -44,11 +44,17 @@ class CountingClient:
 
 
 class RefusingEcho(EchoProvider):
-    """The echo model, except that a message saying `refuse` fails before any token."""
+    """The echo model, except that a message saying `refuse` fails before any token, and
+    one saying `silent` is answered by an upstream that reports no usage."""
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
-        if "refuse" in message_text(request.messages[-1]):
+        said = message_text(request.messages[-1])
+        if "refuse" in said:
             raise ApiError(429, "The model provider is rate limiting requests.", code="rate_limit_exceeded")
+        if "silent" in said:
+            yield TextDelta("ok")
+            yield Finish("stop", None)
+            return
         async for event in super().stream(request):
             yield event
 
@@ -196,3 +202,13 @@ async def test_responses_turns_count_and_added_items_do_not(api: httpx.AsyncClie
         "output_tokens": sum(u["output_tokens"] for u in told),
         "turns": 2,
     }
+
+
+async def test_a_turn_whose_provider_reports_no_usage_counts_as_a_turn_of_no_tokens(api: httpx.AsyncClient) -> None:
+    usage_seen(await chat(api, "hello", "s-silent"))
+    before = (await listed(api, "s-silent"))["usage"]
+    assert usage_seen(await chat(api, "be silent", "s-silent"))["total_tokens"] == 0
+    after = (await listed(api, "s-silent"))["usage"]
+    assert after == {**before, "turns": 2}
+    messages = (await api.get("/v1/sessions/s-silent/messages")).json()["data"]
+    assert messages[-1]["usage"] == {"input_tokens": 0, "output_tokens": 0}
