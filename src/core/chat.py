@@ -35,7 +35,15 @@ from core.sessions import (
     validate_session_id,
 )
 from core.settings import Settings
-from core.store.base import NewTurn, SessionKey, SessionState, SessionStore, StoreUnavailable, TurnTooLarge
+from core.store.base import (
+    NewTurn,
+    SessionKey,
+    SessionState,
+    SessionStore,
+    StoreUnavailable,
+    TurnTooLarge,
+    TurnUsage,
+)
 from core.wire import (
     ChatCompletionRequest,
     chunk_body,
@@ -216,7 +224,10 @@ class ChatService:
         if usage is not None:
             telemetry.note(tokens_in=usage.prompt_tokens, tokens_out=usage.completion_tokens)
         new_turn = NewTurn(
-            messages=[*turn.new_input, _storable(reply)], system=turn.system, title=title_of(turn.new_input)
+            messages=[*turn.new_input, _storable(reply)],
+            system=turn.system,
+            title=title_of(turn.new_input),
+            usage=turn_usage(usage),
         )
         started = time.perf_counter()
         try:
@@ -250,6 +261,14 @@ class ChatService:
 
 def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
+
+
+def turn_usage(usage: Usage | None) -> TurnUsage:
+    """What a model turn adds to its session's totals: the provider's count, or zero
+    tokens (still a turn) when the provider reported none."""
+    if usage is None:
+        return TurnUsage()
+    return TurnUsage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens)
 
 
 def _storable(reply: dict[str, Any]) -> dict[str, Any]:

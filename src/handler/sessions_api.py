@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 
 from core.errors import bad_request, not_found
 from core.sessions import validate_session_id
-from core.store.base import InvalidCursor, SessionKey
+from core.store.base import InvalidCursor, SessionKey, StoredMessage
 from handler.deps import chat_service, principal_of
 from handler.parsing import page_parameters, path_param, path_parameters, small_int
 
@@ -68,6 +68,11 @@ async def list_sessions(request: Request) -> dict[str, Any]:
                 "message_count": summary.message_count,
                 "created_at": int(summary.created_at),
                 "updated_at": int(summary.updated_at),
+                "usage": {
+                    "input_tokens": summary.usage.input_tokens,
+                    "output_tokens": summary.usage.output_tokens,
+                    "turns": summary.usage.turns,
+                },
             }
             for summary in page.items
         ],
@@ -96,13 +101,23 @@ async def list_messages(request: Request) -> dict[str, Any]:
         raise _missing(session_id)
     return {
         "object": "list",
-        "data": [
-            {"object": "session.message", "seq": stored.seq, "created_at": int(stored.created_at), **stored.message}
-            for stored in page.items
-        ],
+        "data": [_message(stored) for stored in page.items],
         "has_more": page.next_cursor is not None,
         "next_cursor": page.next_cursor,
     }
+
+
+def _message(stored: StoredMessage) -> dict[str, Any]:
+    """A stored message as listed; a model turn's reply carries that turn's usage."""
+    body: dict[str, Any] = {
+        "object": "session.message",
+        "seq": stored.seq,
+        "created_at": int(stored.created_at),
+        **stored.message,
+    }
+    if stored.usage is not None:
+        body["usage"] = {"input_tokens": stored.usage.input_tokens, "output_tokens": stored.usage.output_tokens}
+    return body
 
 
 @router.delete("/v1/sessions/{session_id}", response_model=None, openapi_extra=path_parameters("session_id"))

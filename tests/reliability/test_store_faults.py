@@ -29,7 +29,8 @@ import pytest
 from core.chat import ChatService
 from core.providers.echo import EchoProvider
 from core.settings import Settings
-from core.store.base import SessionKey, StoreUnavailable
+from core.store.base import SessionKey, StoreUnavailable, UsageTotals
+from core.store.codec import parse_head
 from core.store.dynamodb import HEAD_SK, DynamoDBSessionStore, session_pk
 from handler.app import create_app
 from tests.conftest import table_items
@@ -110,6 +111,17 @@ async def assert_whole(store: DynamoDBSessionStore, session: str, user_texts: li
     leftovers = [i for i in items if i["pk"]["S"] == pk and i["sk"]["S"].startswith("MSG#")]
     if user_texts:
         assert int(heads[0]["next_seq"]["N"]) == seqs[-1] + 1
+        # Usage per session: each stored turn's usage counted once in the head's totals,
+        # however often its write was attempted; a turn that failed counts nothing.
+        page = await store.list_messages(SessionKey(OWNER, session), limit=100, after=None)
+        assert page is not None
+        replies = [m.usage for m in page.items[1::2]]
+        assert None not in replies
+        assert parse_head(heads[0]).usage == UsageTotals(
+            input_tokens=sum(u.input_tokens for u in replies if u),
+            output_tokens=sum(u.output_tokens for u in replies if u),
+            turns=len(user_texts),
+        )
     assert len(leftovers) == len(messages), "message items outside the committed range were left behind"
 
 

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from core.chat import ReplyBuilder
+from core.chat import ReplyBuilder, turn_usage
 from core.errors import ApiError, bad_request, internal_error, not_found, too_large, unavailable
 from core.items import (
     ResponseItemId,
@@ -667,6 +667,7 @@ class ResponsesService:
                 system=prepared.system,
                 title=title_of([*prepared.carried, *prepared.new_input]),
                 item_ids=[*([[]] * (len(prepared.carried) + len(prepared.new_input))), run.stored_ids(reply)],
+                usage=turn_usage(run.reply.finish.usage),
             )
             result, _stored = await self.store.append_response(
                 prepared.key,

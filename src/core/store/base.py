@@ -32,6 +32,31 @@ class SessionKey:
 
 
 @dataclass(frozen=True)
+class TurnUsage:
+    """The tokens one model turn used, as its provider counted them (`core.providers`)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    """A session's running totals, kept on its head and moved by each turn's own write."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    turns: int = 0
+    """Model turns only: messages a client adds without a model call count no turn."""
+
+    def plus(self, turn: TurnUsage | None) -> UsageTotals:
+        if turn is None:
+            return self
+        return UsageTotals(
+            self.input_tokens + turn.input_tokens, self.output_tokens + turn.output_tokens, self.turns + 1
+        )
+
+
+@dataclass(frozen=True)
 class Head:
     """A session's head item as read: the version a conditional append expects."""
 
@@ -48,6 +73,8 @@ class Head:
     meta_rev: int = 0
     """How many times the metadata was updated: a turn's write is conditioned on it, so a
     turn that read the head before an update never writes the old metadata back."""
+    usage: UsageTotals = field(default_factory=UsageTotals)
+    """The session's token and turn totals up to `next_seq` (written with every turn)."""
 
     def live(self, now: float) -> bool:
         return self.expires_at is None or self.expires_at > now
@@ -83,6 +110,9 @@ class NewTurn:
     None for all) lets the store give stored ids when it knows the sequence numbers."""
     metadata: dict[str, str] | None = None
     """The conversation's metadata, kept if this turn creates the session."""
+    usage: TurnUsage | None = None
+    """The model's usage for this turn, kept on its last message and added to the head's
+    totals in the same write; None when no model ran (items a client adds)."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +133,7 @@ class SessionSummary:
     message_count: int
     created_at: float
     updated_at: float
+    usage: UsageTotals = field(default_factory=UsageTotals)
 
 
 @dataclass(frozen=True)
@@ -113,6 +144,8 @@ class StoredMessage:
     created_at: float
     item_ids: list[str] = field(default_factory=list)
     """The ids of the items the message shows as (`core.items.render`)."""
+    usage: TurnUsage | None = None
+    """On the last message of a model turn (its reply): that turn's usage."""
 
 
 @dataclass(frozen=True)

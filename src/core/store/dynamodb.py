@@ -64,6 +64,7 @@ from core.store.base import (
     StoredMessage,
     StoreUnavailable,
     TurnTooLarge,
+    UsageTotals,
 )
 from core.store.codec import head_item, is_expired, message_item, parse_head, stored_message
 from core.store.deletion import delete_partition
@@ -356,12 +357,14 @@ class DynamoDBSessionStore:
             start, base, created, expires = head.next_seq, head.base_seq, head.created_at, head.expires_at
             system, title, listed_at = head.system, head.title, head.listed_at
             metadata, meta_rev = head.metadata, head.meta_rev
+            totals = head.usage  # as of head.next_seq, which the Put's condition checks
         else:
             start = max(state.fresh_seq, head.next_seq if head is not None else 0)
             base, created = start, now
             expires = int(now) + self.ttl_seconds if self.ttl_seconds else None
             system, title, listed_at = turn.system, turn.title, None
             metadata, meta_rev = turn.metadata or {}, 0
+            totals = UsageTotals()
         entry = self._listing_entry(key, now, created, expires, listed_at)
         if entry is not None:
             listed_at = now
@@ -371,7 +374,16 @@ class DynamoDBSessionStore:
             {
                 "Put": {
                     "TableName": self.table_name,
-                    "Item": message_item(pk, start + i, message, now, expires, commit, _ids_of(turn, i, start + i)),
+                    "Item": message_item(
+                        pk,
+                        start + i,
+                        message,
+                        now,
+                        expires,
+                        commit,
+                        _ids_of(turn, i, start + i),
+                        usage=turn.usage if i == len(turn.messages) - 1 else None,
+                    ),
                 }
             }
             for i, message in enumerate(turn.messages)
@@ -392,6 +404,7 @@ class DynamoDBSessionStore:
                     listed_at=listed_at,
                     metadata=metadata,
                     meta_rev=meta_rev,
+                    usage=totals.plus(turn.usage),
                 ),
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
