@@ -91,7 +91,7 @@ async def listing(api: httpx.AsyncClient, session: str) -> list[dict[str, Any]]:
     shown: list[dict[str, Any]] = []
     after: str | None = None
     while True:
-        params = {"limit": 7, **({"after": after} if after else {})}
+        params: dict[str, str | int] = {"limit": 7, **({"after": after} if after else {})}
         page = (await api.get(f"/v1/sessions/{session}/messages", params=params, headers=ALICE)).json()
         shown += page["data"]
         if not page["has_more"]:
