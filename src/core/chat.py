@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core import telemetry
+from core.compaction import Compactor, after_turn_state, summary_message
 from core.errors import ApiError, not_found, too_large, unavailable
 from core.providers.base import (
     PASSTHROUGH_OPTIONS,
@@ -115,6 +116,7 @@ class ChatService:
         self.store = store
         self.provider = provider
         self.settings = settings
+        self.compactor = Compactor(store, provider, settings)
 
     async def prepare(self, request: ChatCompletionRequest, *, session_header: str | None, owner: str) -> PreparedTurn:
         """Apply the session rules; read the session where there is one. No model call yet."""
@@ -135,7 +137,8 @@ class ChatService:
             history = (state or SessionState()).messages
             cut = state is not None and state.message_count > len(history)
             system = split.system or (state.system if state else [])
-            messages = [*system, *trim_window(history, cut=cut), *split.new_input]
+            summary = [summary_message(state.summary)] if state is not None and state.summary is not None else []
+            messages = [*system, *summary, *trim_window(history, cut=cut), *split.new_input]
         else:
             messages = [m.stored() for m in request.messages]
 
@@ -242,6 +245,9 @@ class ChatService:
         finally:
             telemetry.add(store_ms=_ms_since(started), store_calls=1)
         telemetry.add(conflicts=result.conflicts)
+        self.compactor.after_turn(
+            turn.key, after_turn_state(turn.state, result.first_seq, len(new_turn.messages)), turn.model
+        )
         if result.conflicts:
             logger.info(
                 "turn appended after concurrent turns",

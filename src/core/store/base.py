@@ -81,6 +81,17 @@ class Head:
 
 
 @dataclass(frozen=True)
+class Summary:
+    """A compaction's summary of a session's messages `first_seq`..`last_seq` (inclusive)."""
+
+    first_seq: int
+    last_seq: int
+    text: str
+    created_at: float
+    model: str = ""
+
+
+@dataclass(frozen=True)
 class SessionState:
     """What a read returns: the recent window and the version to append after."""
 
@@ -96,6 +107,10 @@ class SessionState:
     fresh_seq: int = 0
     """Where a new life of this id starts numbering when there is no live head: after
     every item an earlier life left behind, so the newest-first window never reads them."""
+    summary: Summary | None = None
+    """The latest summary of this life's earlier messages (read by the same Query)."""
+    summary_version: int = 0
+    """The summary item's version as read: a compaction is claimed against it."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +232,25 @@ class SessionStore(Protocol):
         """Remove every item of a session, however many; False when there is none."""
         ...
 
+    # compaction (`core.compaction`)
+
+    async def claim_compaction(self, key: SessionKey, state: SessionState, claim_id: str, lease: float) -> bool:
+        """Take the right to write the next summary; False when another compaction has it
+        or a summary was written since `state` was read."""
+        ...
+
+    async def release_compaction(self, key: SessionKey, claim_id: str) -> None: ...
+
+    async def save_summary(self, key: SessionKey, state: SessionState, summary: Summary, claim_id: str) -> bool:
+        """Store the summary if the claim `claim_id` still holds; False when it was lost."""
+        ...
+
+    async def read_messages(self, key: SessionKey, first: int, last: int) -> list[StoredMessage]: ...
+
+    async def list_summaries(self, key: SessionKey, first: int, last: int) -> list[Summary]:
+        """The summaries whose last covered message is in `first`..`last`, in order."""
+        ...
+
 
 # -- stored responses (the Responses API) ------------------------------------------------
 
@@ -259,6 +293,9 @@ class ChainHistory:
     """At most `window` messages with seq < position, oldest first."""
     earlier: bool
     """The session holds messages before these (the window cut it)."""
+    summary: Summary | None = None
+    """The session's latest summary, when it covers only messages before these."""
+    summary_version: int = 0
 
     @property
     def is_tip(self) -> bool:
