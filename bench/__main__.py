@@ -23,6 +23,7 @@ BENCHMARKS = (
     "streaming",
     "relay",
     "session_length",
+    "compaction",
     "memory",
     "partitions",
 )

@@ -95,7 +95,11 @@ def quiet_stdout() -> Iterator[None]:
 
 
 @asynccontextmanager
-async def in_process_app(lab: Lab, table: str, *, history_window: int = 40) -> AsyncIterator[InProcessApp]:
+async def in_process_app(
+    lab: Lab, table: str, *, history_window: int = 40, compaction: bool = False, provider: Any = None
+) -> AsyncIterator[InProcessApp]:
+    """Compaction is off unless asked for: the other benchmarks measure the turn itself
+    (bench/compaction.py measures it on and off side by side); `provider` replaces echo."""
     from core.chat import build_service
     from core.settings import Settings
     from handler.app import create_app
@@ -107,8 +111,14 @@ async def in_process_app(lab: Lab, table: str, *, history_window: int = 40) -> A
         history_window=history_window,
         api_keys=(API_KEY,),
         telemetry=True,
+        compaction=compaction,
     )
-    app = create_app(build_service(settings), settings=settings)
+    service = build_service(settings)
+    if provider is not None:
+        from core.chat import ChatService
+
+        service = ChatService(service.store, provider, settings)
+    app = create_app(service, settings=settings)
     transport = httpx.ASGITransport(app=app)
     with CallCounter(lab.client()) as counter, quiet_stdout():
         async with httpx.AsyncClient(transport=transport, base_url="http://threadline.bench") as client:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core import telemetry
+from core.compaction import Compactor, after_turn_state, summary_message
 from core.errors import ApiError, not_found, too_large, unavailable
 from core.providers.base import (
     PASSTHROUGH_OPTIONS,
@@ -35,7 +36,15 @@ from core.sessions import (
     validate_session_id,
 )
 from core.settings import Settings
-from core.store.base import NewTurn, SessionKey, SessionState, SessionStore, StoreUnavailable, TurnTooLarge
+from core.store.base import (
+    NewTurn,
+    SessionKey,
+    SessionState,
+    SessionStore,
+    StoreUnavailable,
+    TurnTooLarge,
+    TurnUsage,
+)
 from core.wire import (
     ChatCompletionRequest,
     chunk_body,
@@ -107,6 +116,7 @@ class ChatService:
         self.store = store
         self.provider = provider
         self.settings = settings
+        self.compactor = Compactor(store, provider, settings)
 
     async def prepare(self, request: ChatCompletionRequest, *, session_header: str | None, owner: str) -> PreparedTurn:
         """Apply the session rules; read the session where there is one. No model call yet."""
@@ -127,7 +137,8 @@ class ChatService:
             history = (state or SessionState()).messages
             cut = state is not None and state.message_count > len(history)
             system = split.system or (state.system if state else [])
-            messages = [*system, *trim_window(history, cut=cut), *split.new_input]
+            summary = [summary_message(state.summary)] if state is not None and state.summary is not None else []
+            messages = [*system, *summary, *trim_window(history, cut=cut), *split.new_input]
         else:
             messages = [m.stored() for m in request.messages]
 
@@ -216,7 +227,10 @@ class ChatService:
         if usage is not None:
             telemetry.note(tokens_in=usage.prompt_tokens, tokens_out=usage.completion_tokens)
         new_turn = NewTurn(
-            messages=[*turn.new_input, _storable(reply)], system=turn.system, title=title_of(turn.new_input)
+            messages=[*turn.new_input, _storable(reply)],
+            system=turn.system,
+            title=title_of(turn.new_input),
+            usage=turn_usage(usage),
         )
         started = time.perf_counter()
         try:
@@ -231,6 +245,9 @@ class ChatService:
         finally:
             telemetry.add(store_ms=_ms_since(started), store_calls=1)
         telemetry.add(conflicts=result.conflicts)
+        self.compactor.after_turn(
+            turn.key, after_turn_state(turn.state, result.first_seq, len(new_turn.messages)), turn.model
+        )
         if result.conflicts:
             logger.info(
                 "turn appended after concurrent turns",
@@ -250,6 +267,14 @@ class ChatService:
 
 def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
+
+
+def turn_usage(usage: Usage | None) -> TurnUsage:
+    """What a model turn adds to its session's totals: the provider's count, or zero
+    tokens (still a turn) when the provider reported none."""
+    if usage is None:
+        return TurnUsage()
+    return TurnUsage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens)
 
 
 def _storable(reply: dict[str, Any]) -> dict[str, Any]:

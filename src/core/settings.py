@@ -80,6 +80,10 @@ class Settings:
     openai_api_key: str | None = None
     openai_timeout_seconds: int = 600
     echo_delay_ms: int = 0
+    compaction: bool = True
+    """Summarise what leaves the history window (COMPACTION=off turns it off)."""
+    compaction_threshold: int = 20
+    """Messages outside the window, not yet summarised, that make a compaction due."""
     api_keys: tuple[str, ...] = ()
     """Entries `name:key` or plain keys (see `handler.principals` for the format)."""
     api_keys_secret_arn: str | None = None
@@ -131,6 +135,8 @@ class Settings:
             openai_api_key=os.environ.get("OPENAI_API_KEY") or None,
             openai_timeout_seconds=_int("OPENAI_TIMEOUT_SECONDS", 600, minimum=1),
             echo_delay_ms=_int("ECHO_DELAY_MS", 0),
+            compaction=_flag("COMPACTION", default=True),
+            compaction_threshold=_int("COMPACTION_THRESHOLD", 20, minimum=1),
             api_keys=_list("API_KEYS", newlines=True),
             api_keys_secret_arn=os.environ.get("API_KEYS_SECRET_ARN") or None,
             api_keys_max_age_seconds=max_age,

@@ -48,6 +48,8 @@ class RequestRecord:
     store_calls: int = 0
     store_fallbacks: int = 0
     conflicts: int = 0
+    compactions: int = 0
+    compaction_failures: int = 0
     error_code: str | None = None
     stream: bool = False
 
@@ -135,6 +137,9 @@ def emit(record: RequestRecord) -> None:
         metrics.add_metric(name="StoreLatency", unit=MetricUnit.Milliseconds, value=record.store_ms)
     metrics.add_metric(name="StoreReadFallbacks", unit=MetricUnit.Count, value=record.store_fallbacks)
     metrics.add_metric(name="ConflictsRetried", unit=MetricUnit.Count, value=record.conflicts)
+    if record.compactions or record.compaction_failures:
+        metrics.add_metric(name="Compactions", unit=MetricUnit.Count, value=record.compactions)
+        metrics.add_metric(name="CompactionFailures", unit=MetricUnit.Count, value=record.compaction_failures)
     metrics.flush_metrics()
     if record.error_code or record.status >= 400:
         errors = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)

@@ -24,6 +24,7 @@ from core.sse import KEEPALIVE_SECONDS, open_chat_stream
 from core.store.base import StoreUnavailable
 from core.wire import ChatCompletionRequest, models_body
 from handler import answers
+from handler.after_response import AfterResponseMiddleware
 from handler.auth import AuthMiddleware, KeyRing, check_startup
 from handler.conversations_api import router as conversations_router
 from handler.cors import CorsMiddleware
@@ -141,7 +142,9 @@ def create_app(
     app.include_router(conversations_router)
 
     # Outermost last: CORS (preflights never need a key), the error shield, auth,
-    # then the body limit, so unauthenticated clients cannot make us read 1 MB.
+    # then the body limit, so unauthenticated clients cannot make us read 1 MB; work
+    # after the response (compaction) innermost, inside the request's telemetry.
+    app.add_middleware(AfterResponseMiddleware)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(AuthMiddleware, keyring=keyring)
     app.add_middleware(ErrorShieldMiddleware)

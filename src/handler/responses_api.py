@@ -1,4 +1,5 @@
-"""The Responses API: `POST /v1/responses`, `GET` and `DELETE /v1/responses/{id}`.
+"""The Responses API: `POST /v1/responses`, `GET` and `DELETE /v1/responses/{id}`
+(`POST /v1/responses/compact` is refused with a 400 that says what to do instead).
 
 Thin like the chat route: the chain rules are in `core.responses.service`. Every
 lookup is keyed by the caller's principal, so another principal's response id gets
@@ -50,6 +51,21 @@ async def create_response(request: Request) -> Response:
     prepared = await service.prepare(body, owner=owner, session_header=session_header)
     opening = open_response_stream(service.stream(prepared), prepared, _keepalive_seconds(request))
     return await answers.streamed(request, session_id=prepared.session_id, opening=opening)
+
+
+@router.post("/v1/responses/compact", response_model=None)
+async def compact_response(request: Request) -> Response:
+    """Refused, plainly: OpenAI's compaction returns an opaque `compaction` item that
+    only its own models can read back. Threadline compacts stored sessions itself."""
+    principal_of(request)
+    raise bad_request(
+        "POST /v1/responses/compact is not supported by this server: it returns encrypted compaction items "
+        "that only OpenAI's models can read. Threadline compacts stored conversations itself, under the same "
+        "id: continue with previous_response_id or conversation, or compact a session now with "
+        "POST /v1/sessions/{id}/compact.",
+        param=None,
+        code="unsupported_endpoint",
+    )
 
 
 @router.get("/v1/responses/{response_id}", response_model=None, openapi_extra=path_parameters("response_id"))

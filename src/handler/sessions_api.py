@@ -1,4 +1,4 @@
-"""Session management: list the caller's sessions, read one, delete one.
+"""Session management: list the caller's sessions, read one, compact one, delete one.
 
 Every lookup is keyed by the caller's principal, so another principal's session id
 gets the same 404 as an id that never existed.
@@ -10,9 +10,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from core.errors import bad_request, not_found
+from core.compaction import CompactionFailed
+from core.errors import ApiError, bad_request, not_found, unavailable
 from core.sessions import validate_session_id
-from core.store.base import InvalidCursor, SessionKey
+from core.store.base import InvalidCursor, SessionKey, StoredMessage, Summary
 from handler.deps import chat_service, principal_of
 from handler.parsing import page_parameters, path_param, path_parameters, small_int
 
@@ -68,6 +69,11 @@ async def list_sessions(request: Request) -> dict[str, Any]:
                 "message_count": summary.message_count,
                 "created_at": int(summary.created_at),
                 "updated_at": int(summary.updated_at),
+                "usage": {
+                    "input_tokens": summary.usage.input_tokens,
+                    "output_tokens": summary.usage.output_tokens,
+                    "turns": summary.usage.turns,
+                },
             }
             for summary in page.items
         ],
@@ -94,14 +100,83 @@ async def list_messages(request: Request) -> dict[str, Any]:
         raise _bad_cursor() from None
     if page is None:
         raise _missing(session_id)
+    found = (
+        await store.list_summaries(_session_key(request, session_id), page.items[0].seq, page.items[-1].seq)
+        if page.items
+        else []
+    )
     return {
         "object": "list",
-        "data": [
-            {"object": "session.message", "seq": stored.seq, "created_at": int(stored.created_at), **stored.message}
-            for stored in page.items
-        ],
+        "data": _with_summaries(page.items, found),
         "has_more": page.next_cursor is not None,
         "next_cursor": page.next_cursor,
+    }
+
+
+def _message(stored: StoredMessage) -> dict[str, Any]:
+    """A stored message as listed; a model turn's reply carries that turn's usage."""
+    body: dict[str, Any] = {
+        "object": "session.message",
+        "seq": stored.seq,
+        "created_at": int(stored.created_at),
+        **stored.message,
+    }
+    if stored.usage is not None:
+        body["usage"] = {"input_tokens": stored.usage.input_tokens, "output_tokens": stored.usage.output_tokens}
+    return body
+
+
+def summary_body(summary: Summary) -> dict[str, Any]:
+    """A summary as the session API shows it: its own object type, the messages it covers."""
+    return {
+        "object": "session.summary",
+        "covers": {"first_seq": summary.first_seq, "last_seq": summary.last_seq},
+        "created_at": int(summary.created_at),
+        "model": summary.model,
+        "content": summary.text,
+    }
+
+
+def _with_summaries(messages: list[StoredMessage], summaries: list[Summary]) -> list[dict[str, Any]]:
+    """The page's messages in order, each summary right after the last message it covers."""
+    shown: list[dict[str, Any]] = []
+    pending = list(summaries)
+    for index, stored in enumerate(messages):
+        shown.append(_message(stored))
+        following = messages[index + 1].seq if index + 1 < len(messages) else None
+        while pending and (following is None or pending[0].last_seq < following):
+            shown.append(summary_body(pending.pop(0)))
+    return shown
+
+
+@router.post("/v1/sessions/{session_id}/compact", response_model=None, openapi_extra=path_parameters("session_id"))
+async def compact_session(request: Request) -> dict[str, Any]:
+    """Summarise now what lies outside the window and no summary covers yet, whatever
+    the threshold; with COMPACTION=off, a 400 that says so."""
+    session_id = path_param(request, "session_id")
+    chat = chat_service(request)
+    key = _session_key(request, session_id)
+    state = await chat.store.load(key, chat.settings.history_window)
+    if not state.exists:
+        raise _missing(session_id)
+    if not chat.settings.compaction:
+        raise bad_request(
+            "Compaction is turned off on this server (COMPACTION=off).", param=None, code="compaction_disabled"
+        )
+    try:
+        result = await chat.compactor.compact(key, state, model=chat.settings.default_model, force=True)
+    except CompactionFailed:
+        raise unavailable("The summary could not be made right now; nothing was changed. Retry the request.") from None
+    if result.outcome == "busy":
+        raise ApiError(
+            409, "Another compaction of this session is running; retry in a moment.", code="compaction_in_progress"
+        )
+    return {
+        "id": session_id,
+        "object": "session.compaction",
+        "compacted": result.outcome == "compacted",
+        "summarised_messages": result.summarised,
+        "summary": summary_body(result.summary) if result.summary is not None else None,
     }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from typing import Any
 
 Scope = dict[str, Any]
@@ -148,3 +149,31 @@ async def prelude_at_the_limit(scope: Scope, receive: Any, send: Any) -> None:
     assert len(encode_prelude(200, headers)) == PRELUDE_LIMIT
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b"fits"})
+
+
+async def _answer_then_defer(scope: Scope, receive: Any, send: Any) -> None:
+    """Answers at once, and defers work that waits for `$DEFER_DIR/release`, then writes
+    `$DEFER_DIR/done` with the time (the system-wide monotonic clock) it finished."""
+    from pathlib import Path
+
+    from core.after_response import defer
+
+    folder = Path(os.environ["DEFER_DIR"])
+
+    async def work() -> None:
+        while not (folder / "release").exists():  # noqa: ASYNC110 (set by another process)
+            await asyncio.sleep(0.02)
+        (folder / "done").write_text(repr(time.monotonic()))
+
+    defer(work)
+    await _json(send, {"answered": True})
+
+
+def deferring() -> Any:
+    """An app that defers work after its response, behind the real middleware."""
+    from handler.after_response import AfterResponseMiddleware
+
+    return AfterResponseMiddleware(_answer_then_defer)
+
+
+deferring_app = deferring()

@@ -378,6 +378,29 @@ def test_the_sidebar_opens_an_older_session_and_deletes_sessions(
     assert site.sessions() == []
 
 
+def test_the_sidebar_shows_each_sessions_token_totals(
+    serve: Callable[..., Site], open_page: Callable[..., Page]
+) -> None:
+    site = serve(delay=0)
+    site.say("an earlier chat", "earlier-chat")
+    page = open_page(site)
+    ready(page)
+    # The echo model counts words: 3 in, 9 out ("Echo: an earlier chat (I was given 1 message.)").
+    earlier = page.locator(".session", has=page.locator(".session-title", has_text="an earlier chat"))
+    expect(earlier.locator(".session-usage")).to_have_text("1 turn · 3 tokens in · 9 out")
+
+    send(page, "hello there")
+    answered(page, 1)
+    current = page.locator(".session.current")
+    expect(current.locator(".session-usage")).to_have_text("1 turn · 2 tokens in · 8 out")
+    send(page, "and again")
+    answered(page, 2)
+    # Turn 2's input is the window and the new message (2 + 8 + 2 words), its answer 8 words.
+    [summary] = [s for s in site.sessions() if s["title"] == "hello there"]
+    assert summary["usage"] == {"input_tokens": 14, "output_tokens": 16, "turns": 2}
+    expect(current.locator(".session-usage")).to_have_text("2 turns · 14 tokens in · 16 out")
+
+
 def test_untrusted_html_renders_as_text_and_markdown_renders_safely(
     serve: Callable[..., Site], open_page: Callable[..., Page]
 ) -> None:

@@ -346,3 +346,25 @@ def test_a_prelude_of_exactly_16_kb_is_sent_as_it_is(api: FakeRuntimeAPI, tmp_pa
         assert len(response.chunks[0].data) == 16 * 1024
         prelude, payload = response.split()
         assert prelude["statusCode"] == 200 and payload == b"fits"
+
+
+def test_work_after_the_response_runs_after_it_ends_and_before_the_next_event(
+    api: FakeRuntimeAPI, tmp_path: Path
+) -> None:
+    """Compaction's seam on Lambda: the client has the whole answer first; the runtime
+    asks for the next event only once the deferred work is done (that time is billed)."""
+    env = {"DEFER_DIR": str(tmp_path)}
+    with RuntimeProcess(
+        api.address, app="tests.e2e.apps:deferring_app", env=env, log_path=tmp_path / "runtime.log"
+    ) as runtime:
+        first = served(api, rest_event("GET", "/anything"))
+        assert first.error is None, runtime.log()
+        assert first.response is not None and first.response.complete
+        assert json.loads(first.response.split()[1]) == {"answered": True}  # answered while the work waits
+        second = api.queue(rest_event("GET", "/anything"))
+        time.sleep(0.5)
+        assert second.taken_at is None and api.next_calls == 1  # no `/next` while the work is pending
+        (tmp_path / "release").write_text("go")
+        api.wait(second, timeout=30)
+        finished = float((tmp_path / "done").read_text())
+        assert second.taken_at is not None and finished < second.taken_at

@@ -324,6 +324,8 @@ ROUTES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("GET", "/v1/sessions"): None,
     ("GET", "/v1/sessions/{session_id}/messages"): None,
     ("DELETE", "/v1/sessions/{session_id}"): None,
+    ("POST", "/v1/sessions/{session_id}/compact"): None,
+    ("POST", "/v1/responses/compact"): {"model": "echo", "input": "hi"},
     ("GET", "/health"): None,
     ("GET", "/v1/health"): None,
     ("GET", "/"): None,

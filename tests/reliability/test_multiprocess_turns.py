@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from core.store.base import SessionKey
+from core.store.base import SessionKey, UsageTotals
 from core.store.dynamodb import DynamoDBSessionStore
 
 pytestmark = pytest.mark.integration
@@ -89,6 +89,14 @@ def test_eight_processes_on_one_session_store_every_turn_once_and_whole(
     for w in range(WORKERS):
         mine = [q for q in questions if q.startswith(f"w{w}-")]
         assert mine == [f"w{w}-t{t}" for t in range(TURNS)]
+    # The session's usage totals: every turn's usage added once, whichever process won.
+    head = asyncio.run(store.head(SessionKey("open", "shared")))
+    assert head is not None
+    assert head.usage == UsageTotals(
+        input_tokens=sum(r["tokens"]["input"] for r in results),
+        output_tokens=sum(r["tokens"]["output"] for r in results),
+        turns=WORKERS * TURNS,
+    )
 
     conflicts = [c for r in results for c in r["conflicts"]]
     report(

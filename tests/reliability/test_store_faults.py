@@ -29,7 +29,8 @@ import pytest
 from core.chat import ChatService
 from core.providers.echo import EchoProvider
 from core.settings import Settings
-from core.store.base import SessionKey, StoreUnavailable
+from core.store.base import SessionKey, StoreUnavailable, UsageTotals
+from core.store.codec import parse_head
 from core.store.dynamodb import HEAD_SK, DynamoDBSessionStore, session_pk
 from handler.app import create_app
 from tests.conftest import table_items
@@ -110,6 +111,17 @@ async def assert_whole(store: DynamoDBSessionStore, session: str, user_texts: li
     leftovers = [i for i in items if i["pk"]["S"] == pk and i["sk"]["S"].startswith("MSG#")]
     if user_texts:
         assert int(heads[0]["next_seq"]["N"]) == seqs[-1] + 1
+        # Usage per session: each stored turn's usage counted once in the head's totals,
+        # however often its write was attempted; a turn that failed counts nothing.
+        page = await store.list_messages(SessionKey(OWNER, session), limit=100, after=None)
+        assert page is not None
+        replies = [m.usage for m in page.items[1::2]]
+        assert None not in replies
+        assert parse_head(heads[0]).usage == UsageTotals(
+            input_tokens=sum(u.input_tokens for u in replies if u),
+            output_tokens=sum(u.output_tokens for u in replies if u),
+            turns=len(user_texts),
+        )
     assert len(leftovers) == len(messages), "message items outside the committed range were left behind"
 
 
@@ -327,11 +339,12 @@ async def test_a_new_session_whose_write_fails_does_not_exist_afterwards(
     assert table_items(clean_store.client, clean_store.table_name) == []
 
 
-async def test_a_large_new_session_whose_commit_fails_leaves_only_invisible_parts(
+async def test_a_large_new_session_whose_commit_fails_leaves_nothing(
     api: httpx.AsyncClient, faults: DynamoDBFaults, clean_store: DynamoDBSessionStore
 ) -> None:
     """A new session of more than one transaction writes its first parts, then commits
-    with the head: when the commit fails, the parts already written are never read."""
+    with the head: when the commit fails, the parts already written are deleted again
+    (and would never be read if that failed too)."""
     conversation = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i}"} for i in range(150)] + [
         {"role": "user", "content": "last"}
     ]
@@ -343,8 +356,7 @@ async def test_a_large_new_session_whose_commit_fails_leaves_only_invisible_part
     session = response.headers[HEADER]
     assert (await api.get(f"/v1/sessions/{session}/messages")).status_code == 404
     assert (await api.get("/v1/sessions")).json()["data"] == []
-    items = table_items(clean_store.client, clean_store.table_name)
-    assert items and all(item["sk"]["S"] != HEAD_SK for item in items)  # parts, but no head: no session
+    assert table_items(clean_store.client, clean_store.table_name) == []  # not even the parts
     assert (await api.post("/v1/chat/completions", json={"model": "echo", "messages": conversation})).status_code == 200
 
 

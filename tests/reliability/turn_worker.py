@@ -47,6 +47,7 @@ def wait_for_start(store: DynamoDBSessionStore, worker: int, go_file: str) -> No
 async def run_turns(store: RecordingStore, session: str, worker: int, turns: int) -> dict[str, Any]:
     service = ChatService(store, EchoProvider(), Settings(sessions_table=store.table_name))
     failures: list[str] = []
+    tokens = {"input": 0, "output": 0}  # the usage each stored turn reported to its client
     started = time.monotonic()
     for turn in range(turns):
         request = ChatCompletionRequest.model_validate(
@@ -54,13 +55,16 @@ async def run_turns(store: RecordingStore, session: str, worker: int, turns: int
         )
         try:
             prepared = await service.prepare(request, session_header=session, owner="open")
-            await service.complete(prepared)
+            body = await service.complete(prepared)
+            tokens["input"] += body["usage"]["prompt_tokens"]
+            tokens["output"] += body["usage"]["completion_tokens"]
         except Exception as error:  # reported to the test, which fails on any
             failures.append(f"turn {turn}: {type(error).__name__}: {getattr(error, 'message', error)}")
     return {
         "worker": worker,
         "conflicts": store.conflicts,
         "failures": failures,
+        "tokens": tokens,
         "seconds": round(time.monotonic() - started, 2),
     }
 

@@ -2,7 +2,9 @@
 
 It answers with the last user text and says how many messages it was given, word
 by word, so a person trying the service sees both streaming and session
-continuity work without any credentials.
+continuity work without any credentials. Asked for a summary (compaction's prompt,
+`core.summary_prompt`), it answers with a deterministic one: the first words of each
+message, after the previous summary.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from core.providers.base import Finish, ModelRequest, ProviderEvent, TextDelta, Usage
+from core.summary_prompt import echo_summary, is_summary_request
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -33,6 +36,8 @@ def _count_words(messages: list[dict[str, Any]]) -> int:
 def echo_reply(messages: list[dict[str, Any]]) -> str:
     """The whole reply for these messages (what the stream spells out word by word)."""
     last_user = next((message_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
+    if is_summary_request(messages):
+        return echo_summary(last_user)
     count = len(messages)
     noun = "message" if count == 1 else "messages"
     said = last_user.strip() or "(nothing)"

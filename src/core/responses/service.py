@@ -38,7 +38,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from core.chat import ReplyBuilder
+from core.chat import ReplyBuilder, turn_usage
+from core.compaction import after_turn_state, summary_message
 from core.errors import ApiError, bad_request, internal_error, not_found, too_large, unavailable
 from core.items import (
     ResponseItemId,
@@ -493,11 +494,14 @@ class ResponsesService:
         key: SessionKey | None
         mode: Mode
         fresh = True
+        summary = chain.summary if chain is not None else None
         if state is not None and source is not None:
             # A conversation: the session named, continued at its tip, or started under that id.
             history = trim_window(state.messages, cut=state.message_count > len(state.messages))
+            summary = state.summary
             if chain is not None:  # a conversation name of the earlier design: carry its chain over once
                 history = carried = trim_window(chain.messages, cut=chain.earlier)
+                summary = None
             key, expected, fresh = source, state, False
             mode = "append" if state.exists else "new"
             expires_at = state.head.expires_at if state.exists and state.head else self.store.new_session_expiry()
@@ -506,7 +510,10 @@ class ResponsesService:
             if not request.stores:
                 mode, key, expires_at = "unstored", None, None
             elif chain is not None and source is not None and chain.is_tip:
-                mode, key, expected = "append", source, SessionState(head=chain.head, exists=True)
+                mode, key = "append", source
+                expected = SessionState(
+                    head=chain.head, exists=True, summary=chain.summary, summary_version=chain.summary_version
+                )
                 fresh = False
                 expires_at = chain.head.expires_at if chain.head is not None else None
             else:
@@ -527,7 +534,9 @@ class ResponsesService:
             owner=owner,
             model=model,
             model_request=ModelRequest(
-                model=self.settings.models[model], messages=[*system, *history, *new_input], options=options
+                model=self.settings.models[model],
+                messages=[*system, *([summary_message(summary)] if summary else []), *history, *new_input],
+                options=options,
             ),
             mode=mode,
             key=key,
@@ -667,6 +676,7 @@ class ResponsesService:
                 system=prepared.system,
                 title=title_of([*prepared.carried, *prepared.new_input]),
                 item_ids=[*([[]] * (len(prepared.carried) + len(prepared.new_input))), run.stored_ids(reply)],
+                usage=turn_usage(run.reply.finish.usage),
             )
             result, _stored = await self.store.append_response(
                 prepared.key,
@@ -683,6 +693,9 @@ class ResponsesService:
                     input_count=len(prepared.new_input),
                 ),
                 retire=prepared.retire,
+            )
+            self.chat.compactor.after_turn(
+                prepared.key, after_turn_state(prepared.expected, result.first_seq, len(turn.messages)), prepared.model
             )
             if result.conflicts:
                 logger.info(

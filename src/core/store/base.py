@@ -32,6 +32,31 @@ class SessionKey:
 
 
 @dataclass(frozen=True)
+class TurnUsage:
+    """The tokens one model turn used, as its provider counted them (`core.providers`)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    """A session's running totals, kept on its head and moved by each turn's own write."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    turns: int = 0
+    """Model turns only: messages a client adds without a model call count no turn."""
+
+    def plus(self, turn: TurnUsage | None) -> UsageTotals:
+        if turn is None:
+            return self
+        return UsageTotals(
+            self.input_tokens + turn.input_tokens, self.output_tokens + turn.output_tokens, self.turns + 1
+        )
+
+
+@dataclass(frozen=True)
 class Head:
     """A session's head item as read: the version a conditional append expects."""
 
@@ -48,9 +73,22 @@ class Head:
     meta_rev: int = 0
     """How many times the metadata was updated: a turn's write is conditioned on it, so a
     turn that read the head before an update never writes the old metadata back."""
+    usage: UsageTotals = field(default_factory=UsageTotals)
+    """The session's token and turn totals up to `next_seq` (written with every turn)."""
 
     def live(self, now: float) -> bool:
         return self.expires_at is None or self.expires_at > now
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A compaction's summary of a session's messages `first_seq`..`last_seq` (inclusive)."""
+
+    first_seq: int
+    last_seq: int
+    text: str
+    created_at: float
+    model: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,6 +107,10 @@ class SessionState:
     fresh_seq: int = 0
     """Where a new life of this id starts numbering when there is no live head: after
     every item an earlier life left behind, so the newest-first window never reads them."""
+    summary: Summary | None = None
+    """The latest summary of this life's earlier messages (read by the same Query)."""
+    summary_version: int = 0
+    """The summary item's version as read: a compaction is claimed against it."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +125,9 @@ class NewTurn:
     None for all) lets the store give stored ids when it knows the sequence numbers."""
     metadata: dict[str, str] | None = None
     """The conversation's metadata, kept if this turn creates the session."""
+    usage: TurnUsage | None = None
+    """The model's usage for this turn, kept on its last message and added to the head's
+    totals in the same write; None when no model ran (items a client adds)."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +148,7 @@ class SessionSummary:
     message_count: int
     created_at: float
     updated_at: float
+    usage: UsageTotals = field(default_factory=UsageTotals)
 
 
 @dataclass(frozen=True)
@@ -113,6 +159,8 @@ class StoredMessage:
     created_at: float
     item_ids: list[str] = field(default_factory=list)
     """The ids of the items the message shows as (`core.items.render`)."""
+    usage: TurnUsage | None = None
+    """On the last message of a model turn (its reply): that turn's usage."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +232,25 @@ class SessionStore(Protocol):
         """Remove every item of a session, however many; False when there is none."""
         ...
 
+    # compaction (`core.compaction`)
+
+    async def claim_compaction(self, key: SessionKey, state: SessionState, claim_id: str, lease: float) -> bool:
+        """Take the right to write the next summary; False when another compaction has it
+        or a summary was written since `state` was read."""
+        ...
+
+    async def release_compaction(self, key: SessionKey, claim_id: str) -> None: ...
+
+    async def save_summary(self, key: SessionKey, state: SessionState, summary: Summary, claim_id: str) -> bool:
+        """Store the summary if the claim `claim_id` still holds; False when it was lost."""
+        ...
+
+    async def read_messages(self, key: SessionKey, first: int, last: int) -> list[StoredMessage]: ...
+
+    async def list_summaries(self, key: SessionKey, first: int, last: int) -> list[Summary]:
+        """The summaries whose last covered message is in `first`..`last`, in order."""
+        ...
+
 
 # -- stored responses (the Responses API) ------------------------------------------------
 
@@ -226,6 +293,9 @@ class ChainHistory:
     """At most `window` messages with seq < position, oldest first."""
     earlier: bool
     """The session holds messages before these (the window cut it)."""
+    summary: Summary | None = None
+    """The session's latest summary, when it covers only messages before these."""
+    summary_version: int = 0
 
     @property
     def is_tip(self) -> bool:

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from core.items import item_prefixes
-from core.store.base import Head, SessionKey, StoredMessage
+from core.store.base import Head, SessionKey, StoredMessage, TurnUsage, UsageTotals
 from core.store.keys import HEAD_SK, message_sk, number_attr, string_attr
 
 
@@ -30,7 +30,38 @@ def parse_head(item: dict[str, Any]) -> Head:
         listed_at=float(item["listed_at"]["N"]) if "listed_at" in item else None,
         metadata=json.loads(item["metadata"]["S"]) if "metadata" in item else {},
         meta_rev=int(item["meta_rev"]["N"]) if "meta_rev" in item else 0,
+        usage=parse_totals(item),
     )
+
+
+# Usage attributes: short names, since a message item's overhead is bounded
+# (MESSAGE_OVERHEAD_BYTES). On a head: the session's totals; on a turn's last message:
+# that turn's usage. Items written before usage was kept have none: zero.
+TOKENS_IN = "tokens_in"
+TOKENS_OUT = "tokens_out"
+TURNS = "turns"
+
+
+def _number(item: dict[str, Any], name: str) -> int:
+    return int(item[name]["N"]) if name in item else 0
+
+
+def parse_totals(head: dict[str, Any]) -> UsageTotals:
+    return UsageTotals(_number(head, TOKENS_IN), _number(head, TOKENS_OUT), _number(head, TURNS))
+
+
+def totals_attrs(totals: UsageTotals) -> dict[str, Any]:
+    return {
+        TOKENS_IN: number_attr(totals.input_tokens),
+        TOKENS_OUT: number_attr(totals.output_tokens),
+        TURNS: number_attr(totals.turns),
+    }
+
+
+def parse_turn_usage(message: dict[str, Any]) -> TurnUsage | None:
+    if TOKENS_IN not in message and TOKENS_OUT not in message:
+        return None
+    return TurnUsage(_number(message, TOKENS_IN), _number(message, TOKENS_OUT))
 
 
 def is_expired(item: dict[str, Any], now: float) -> bool:
@@ -47,7 +78,11 @@ def stored_message(item: dict[str, Any], pk: str) -> StoredMessage:
         tag = hashlib.sha256(f"{pk}#{seq}".encode()).hexdigest()[:16]
         ids = [f"{prefix}_{seq:012x}{tag}" for prefix in item_prefixes(message)]
     return StoredMessage(
-        seq=seq, message=message, created_at=float(item.get("created_at", {"N": "0"})["N"]), item_ids=ids
+        seq=seq,
+        message=message,
+        created_at=float(item.get("created_at", {"N": "0"})["N"]),
+        item_ids=ids,
+        usage=parse_turn_usage(item),
     )
 
 
@@ -65,6 +100,7 @@ def head_item(
     listed_at: float | None,
     metadata: dict[str, str] | None = None,
     meta_rev: int = 0,
+    usage: UsageTotals | None = None,
 ) -> dict[str, Any]:
     item: dict[str, Any] = {
         "pk": string_attr(pk),
@@ -77,6 +113,8 @@ def head_item(
         "updated_at": number_attr(round(updated_at, 3)),
         "title": string_attr(title),
     }
+    if usage is not None:
+        item.update(totals_attrs(usage))
     if listed_at is not None:
         item["listed_at"] = number_attr(round(listed_at, 3))
     if metadata:
@@ -98,6 +136,7 @@ def message_item(
     expires_at: int | None,
     commit: str,
     ids: list[str],
+    usage: TurnUsage | None = None,
 ) -> dict[str, Any]:
     item: dict[str, Any] = {
         "pk": string_attr(pk),
@@ -108,6 +147,9 @@ def message_item(
         "created_at": number_attr(round(now, 3)),
         "commit": string_attr(commit),
     }
+    if usage is not None:
+        item[TOKENS_IN] = number_attr(usage.input_tokens)
+        item[TOKENS_OUT] = number_attr(usage.output_tokens)
     if expires_at is not None:
         item["expires_at"] = number_attr(expires_at)
     return item

@@ -15,10 +15,13 @@ A session's items, keyed by `pk` (partition) and `sk` (sort):
                              moved at most once per LISTING_INTERVAL_SECONDS
       sk = LINK#<pk>         names an item elsewhere that holds the session's content
       sk = MSG#<seq:012d>    one message (its OpenAI JSON), with seq and expires_at
+      sk = MSG#SUMMARY       the latest summary of earlier messages (`core.store.summaries`)
+      sk = COMPACTION#<seq>  every summary written, for the message listing
 
 - Read: one strongly consistent, descending Query on the partition's `MSG#`..`SESSION`
-  range, Limit = window + 1. `SESSION` sorts after every `MSG#` key, so the head comes
-  first and then the newest messages; `LastEvaluatedKey` is followed when the 1 MB page
+  range, Limit = window + 2. `SESSION` sorts after every `MSG#` key, so the head comes
+  first, then the latest summary (`MSG#SUMMARY`, when there is one), then the newest
+  messages; `LastEvaluatedKey` is followed when the 1 MB page
   cap cuts the window.
   The cost of a read depends on the window, never on the session's length.
 - Write: one TransactWriteItems per turn: a Put of the head conditioned on the
@@ -51,7 +54,7 @@ from typing import Any
 import anyio
 
 from core.items import item_prefixes, mint_ids
-from core.store import keys
+from core.store import keys, summaries
 from core.store.base import (
     AppendResult,
     Head,
@@ -63,7 +66,9 @@ from core.store.base import (
     SessionSummary,
     StoredMessage,
     StoreUnavailable,
+    Summary,
     TurnTooLarge,
+    UsageTotals,
 )
 from core.store.codec import head_item, is_expired, message_item, parse_head, stored_message
 from core.store.deletion import delete_partition
@@ -71,6 +76,7 @@ from core.store.errors import refused_by_condition, store_errors, unless_refused
 from core.store.keys import (
     FIRST_MESSAGE_SK,
     HEAD_SK,
+    SUMMARY_SK,
     message_sk,
     number_attr,
     string_attr,
@@ -225,13 +231,16 @@ class DynamoDBSessionStore:
 
     def _load(self, key: SessionKey, window: int) -> SessionState:
         items, _ = query_newest_first(
-            self.client, self.table_name, session_pk(key), window + 1, between=(FIRST_MESSAGE_SK, HEAD_SK)
+            self.client, self.table_name, session_pk(key), window + 2, between=(FIRST_MESSAGE_SK, HEAD_SK)
         )
         return self._state(items, window)
 
     def _state(self, items: list[dict[str, Any]], window: int) -> SessionState:
         """The session as read by a newest-first Query of its head and messages."""
         now = self.clock()
+        summary_item = next((item for item in items[:2] if item["sk"]["S"] == SUMMARY_SK), None)
+        if summary_item is not None:
+            items = [item for item in items if item is not summary_item]
         if not items or items[0]["sk"]["S"] != HEAD_SK:
             # No head: never created, deleted, or its head already taken by TTL while
             # messages of that life remain. A new life numbers after all of them.
@@ -239,6 +248,7 @@ class DynamoDBSessionStore:
         head = parse_head(items[0])
         if not head.live(now):
             return SessionState(head=head, fresh_seq=head.next_seq)
+        summary, version = summaries.parse_summary(summary_item, head) if summary_item else (None, 0)
         newest_first: list[dict[str, Any]] = []
         for item in items[1:]:
             seq = int(item["seq"]["N"])
@@ -255,6 +265,8 @@ class DynamoDBSessionStore:
             messages=messages,
             message_count=head.next_seq - head.base_seq,
             fresh_seq=head.next_seq,
+            summary=summary,
+            summary_version=version,
         )
 
     def _read_tip(self, key: SessionKey) -> SessionState:
@@ -267,7 +279,7 @@ class DynamoDBSessionStore:
             return SessionState(head=head, fresh_seq=head.next_seq)
         try:
             items, _ = query_newest_first(
-                self.client, self.table_name, session_pk(key), 1, between=(FIRST_MESSAGE_SK, HEAD_SK)
+                self.client, self.table_name, session_pk(key), 2, between=(FIRST_MESSAGE_SK, HEAD_SK)
             )
         except StoreUnavailable:
             # Leftovers exist only where TTL took an earlier life's head first, so that
@@ -356,12 +368,14 @@ class DynamoDBSessionStore:
             start, base, created, expires = head.next_seq, head.base_seq, head.created_at, head.expires_at
             system, title, listed_at = head.system, head.title, head.listed_at
             metadata, meta_rev = head.metadata, head.meta_rev
+            totals = head.usage  # as of head.next_seq, which the Put's condition checks
         else:
             start = max(state.fresh_seq, head.next_seq if head is not None else 0)
             base, created = start, now
             expires = int(now) + self.ttl_seconds if self.ttl_seconds else None
             system, title, listed_at = turn.system, turn.title, None
             metadata, meta_rev = turn.metadata or {}, 0
+            totals = UsageTotals()
         entry = self._listing_entry(key, now, created, expires, listed_at)
         if entry is not None:
             listed_at = now
@@ -371,7 +385,16 @@ class DynamoDBSessionStore:
             {
                 "Put": {
                     "TableName": self.table_name,
-                    "Item": message_item(pk, start + i, message, now, expires, commit, _ids_of(turn, i, start + i)),
+                    "Item": message_item(
+                        pk,
+                        start + i,
+                        message,
+                        now,
+                        expires,
+                        commit,
+                        _ids_of(turn, i, start + i),
+                        usage=turn.usage if i == len(turn.messages) - 1 else None,
+                    ),
                 }
             }
             for i, message in enumerate(turn.messages)
@@ -392,6 +415,7 @@ class DynamoDBSessionStore:
                     listed_at=listed_at,
                     metadata=metadata,
                     meta_rev=meta_rev,
+                    usage=totals.plus(turn.usage),
                 ),
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
@@ -516,6 +540,55 @@ class DynamoDBSessionStore:
             raise StoreUnavailable("could not write the turn") from error
         except BotoCoreError as error:
             raise StoreUnavailable("could not write the turn") from error
+
+    # -- compaction (core.compaction; items: core.store.summaries) --------------------
+
+    async def claim_compaction(self, key: SessionKey, state: SessionState, claim_id: str, lease: float) -> bool:
+        """Take the right to write this session's next summary (at most one compaction
+        at a time, and none on a summary that changed since `state` was read)."""
+        expires = state.head.expires_at if state.head is not None else None
+        return await anyio.to_thread.run_sync(
+            lambda: summaries.claim(
+                self.client,
+                self.table_name,
+                session_pk(key),
+                version=state.summary_version,
+                claim_id=claim_id,
+                now=self.clock(),
+                lease=lease,
+                expires=expires,
+            )
+        )
+
+    async def release_compaction(self, key: SessionKey, claim_id: str) -> None:
+        await anyio.to_thread.run_sync(summaries.release, self.client, self.table_name, session_pk(key), claim_id)
+
+    async def save_summary(self, key: SessionKey, state: SessionState, summary: Summary, claim_id: str) -> bool:
+        """Store the summary (latest and listed) if this compaction still holds its claim."""
+        expires = state.head.expires_at if state.head is not None else None
+        return await anyio.to_thread.run_sync(
+            lambda: summaries.save(
+                self.client,
+                self.table_name,
+                session_pk(key),
+                summary,
+                claim_id=claim_id,
+                version=state.summary_version,
+                expires=expires,
+            )
+        )
+
+    async def read_messages(self, key: SessionKey, first: int, last: int) -> list[StoredMessage]:
+        """The committed messages `first`..`last` (what a compaction summarises)."""
+        page = await anyio.to_thread.run_sync(
+            lambda: self._list_messages(key, last - first + 1, str(first - 1) if first > 0 else None)
+        )
+        return [message for message in (page.items if page else []) if message.seq <= last]
+
+    async def list_summaries(self, key: SessionKey, first: int, last: int) -> list[Summary]:
+        return await anyio.to_thread.run_sync(
+            summaries.list_range, self.client, self.table_name, session_pk(key), first, last
+        )
 
     # -- listing and deletion -------------------------------------------------------
 

@@ -3,10 +3,11 @@
 Every `pk` starts with the item's kind and contains its owner, so another principal's
 id is simply not there. Sort keys inside a session partition sort as
 
-    LINK#...  <  LISTING  <  MSG#<seq>  <  SESSION
+    COMPACTION#<seq>  <  LINK#...  <  LISTING  <  MSG#<seq>  <  MSG#SUMMARY  <  SESSION
 
-so the turn's one descending Query (`sk BETWEEN MSG# AND SESSION`) reads the head and
-then the newest messages, and never spends its Limit on link items.
+so the turn's one descending Query (`sk BETWEEN MSG# AND SESSION`) reads the head, the
+latest summary, then the newest messages, and never spends its Limit on link items or
+on the earlier summaries kept for listing.
 """
 
 from __future__ import annotations
@@ -26,6 +27,16 @@ RESPONSE_SK = "RESPONSE"
 CONVERSATION_SK = "CONVERSATION"
 OWNER_INDEX = "gsi1"
 FIRST_MESSAGE_SK = f"{MESSAGE_PREFIX}{0:012d}"
+SUMMARY_SK = f"{MESSAGE_PREFIX}SUMMARY"
+"""The session's latest summary: after every message key ("S" sorts after the digits),
+before the head, so the turn's Query reads it second, with no extra request."""
+COMPACTION_PREFIX = "COMPACTION#"
+"""Every summary written, by the last sequence number it covers: listed with the
+messages, never read by a turn (it sorts before `MSG#`)."""
+
+
+def compaction_sk(last_seq: int) -> str:
+    return f"{COMPACTION_PREFIX}{last_seq:012d}"
 
 
 def session_pk(owner: str, session_id: str) -> str:

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from core.store.base import InvalidCursor, Page, SessionKey, SessionSummary, StoreUnavailable
+from core.store.codec import parse_totals
 from core.store.keys import HEAD_SK, LISTING_SK, OWNER_INDEX, number_attr, session_pk, string_attr
 
 INDEX_CURSOR = re.compile(r"[0-9]{15}#[A-Za-z0-9._:-]{1,128}")
@@ -102,6 +103,7 @@ class OwnerListing:
                     message_count=int(head["next_seq"]["N"]) - int(head.get("base_seq", {"N": "0"})["N"]),
                     created_at=float(head["created_at"]["N"]),
                     updated_at=float(head["updated_at"]["N"]),
+                    usage=parse_totals(head),
                 )
             )
         # Within a page, exact order: the heads' activity times (the index's order has the

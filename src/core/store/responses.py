@@ -41,7 +41,7 @@ from typing import Any
 
 import anyio
 
-from core.store import keys
+from core.store import keys, summaries
 from core.store.base import (
     AppendResult,
     ChainHistory,
@@ -59,6 +59,7 @@ from core.store.keys import (
     CONVERSATION_SK,
     HEAD_SK,
     RESPONSE_SK,
+    SUMMARY_SK,
     link_item,
     message_sk,
     number_attr,
@@ -299,8 +300,11 @@ class DynamoDBResponseStore:
         pk = session_pk(key)
         low = max(0, position - window)
         items, exhausted = query_newest_first(
-            self.client, self.table_name, pk, window + 1, between=(message_sk(low), HEAD_SK)
+            self.client, self.table_name, pk, window + 2, between=(message_sk(low), HEAD_SK)
         )
+        summary_item = next((item for item in items[:2] if item["sk"]["S"] == SUMMARY_SK), None)
+        if summary_item is not None:
+            items = [item for item in items if item is not summary_item]
         if not items or items[0]["sk"]["S"] != HEAD_SK:
             return ChainHistory(position=position, head=None, usable=False, messages=[], earlier=False)
         head = parse_head(items[0])
@@ -328,10 +332,13 @@ class DynamoDBResponseStore:
                 if not is_expired(item, now):
                     newest_first.append(json.loads(item["msg"]["S"]))
         messages = newest_first[:window][::-1]
+        summary, version = summaries.parse_summary(summary_item, head) if summary_item is not None else (None, 0)
         return ChainHistory(
             position=position,
             head=head,
             usable=True,
             messages=messages,
             earlier=position - head.base_seq > len(messages),
+            summary=summary if summary is not None and summary.last_seq < position - len(messages) else None,
+            summary_version=version,
         )

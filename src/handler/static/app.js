@@ -422,6 +422,21 @@ function markCurrent() {
   document.title = title ? `${title} · Threadline` : "Threadline";
 }
 
+// The session's running token totals (GET /v1/sessions `usage`), or "" before its
+// first model turn. Tokens are as the model's provider counts them (the echo model
+// counts words).
+function usageLine(usage) {
+  const count = (value) => (Number.isInteger(value) && value >= 0 ? value : null);
+  const turns = count(usage?.turns);
+  const input = count(usage?.input_tokens);
+  const output = count(usage?.output_tokens);
+  if (!turns || input === null || output === null) {
+    return "";
+  }
+  const number = new Intl.NumberFormat();
+  return `${plural(turns, "turn")} · ${number.format(input)} tokens in · ${number.format(output)} out`;
+}
+
 function sessionItem(session) {
   const title = typeof session.title === "string" && session.title.trim() ? session.title : "Untitled conversation";
   state.titles.set(session.id, title);
@@ -433,6 +448,10 @@ function sessionItem(session) {
     h("span", { class: "session-title" }, title),
     h("span", { class: "session-meta" }, [when, count].filter(Boolean).join(" · ")),
   );
+  const usage = usageLine(session.usage);
+  if (usage) {
+    open.append(h("span", { class: "session-meta session-usage" }, usage));
+  }
   open.title = title;
   open.addEventListener("click", () => openSession(session.id));
   const remove = h("button", { type: "button", class: "session-delete", "aria-label": `Delete “${title}”` }, "✕");

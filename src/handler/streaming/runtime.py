@@ -22,8 +22,10 @@ dropped, `random` reseeded); a hook that fails is POSTed to `/runtime/restore/er
 Then, for each event from `/runtime/invocation/next`: the context is built from the
 invocation's headers, the trace header is exported as `_X_AMZN_TRACE_ID`, Mangum's
 handlers turn the event into an ASGI scope, and `StreamingHTTPCycle` streams the
-app's response. The process, its event loop, the app and whatever the app caches
-(the DynamoDB client, settings, secrets) live across invocations, as in any warm
+app's response. Work the app deferred until after its response (`core.after_response`:
+compaction) runs once the response has ended, before the next `/next`. The process,
+its event loop, the app and whatever the app caches (the DynamoDB client, settings,
+secrets) live across invocations, as in any warm
 Lambda container. A Runtime API answering 500 ends the process.
 """
 
@@ -41,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+from core import after_response
 from handler.lambda_events import sanitized
 from handler.streaming.asgi import ASGIApp, StreamingHTTPCycle
 from handler.streaming.context import LambdaContext
@@ -171,6 +174,8 @@ class Runtime:
                 )
                 await self.api.post_error(invocation.request_id, ErrorReport(category, type(error).__name__, message))
                 return
+            deferred: list[after_response.Work] = []
+            scope[after_response.SCOPE_KEY] = deferred
             outcome = await StreamingHTTPCycle(self.api, invocation.request_id, scope, body).run(self.app)
             logger.info(
                 "%s %s -> %s, %d bytes in %d chunks, %.1f ms%s%s",
@@ -183,6 +188,8 @@ class Runtime:
                 f", {outcome.error} reported to {outcome.reported_to}" if outcome.error else "",
                 ", cut short: the client has gone (the app was told)" if outcome.client_gone else "",
             )
+            # The response has ended; Lambda bills until the next `/next`, which waits for this.
+            await after_response.run(deferred)
         except ContainerError:
             raise
         except Exception as error:  # a fault of this runtime, not of the app
