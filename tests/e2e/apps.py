@@ -151,6 +151,9 @@ async def prelude_at_the_limit(scope: Scope, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"fits"})
 
 
+WORK_AFTER_RELEASE_SECONDS = 0.3
+
+
 async def _answer_then_defer(scope: Scope, receive: Any, send: Any) -> None:
     """Answers at once, and defers work that waits for `$DEFER_DIR/release`, then writes
     `$DEFER_DIR/done` with the time (the system-wide monotonic clock) it finished."""
@@ -163,6 +166,7 @@ async def _answer_then_defer(scope: Scope, receive: Any, send: Any) -> None:
     async def work() -> None:
         while not (folder / "release").exists():  # noqa: ASYNC110 (set by another process)
             await asyncio.sleep(0.02)
+        await asyncio.sleep(WORK_AFTER_RELEASE_SECONDS)  # work that takes a while
         (folder / "done").write_text(repr(time.monotonic()))
 
     defer(work)

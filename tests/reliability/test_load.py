@@ -95,7 +95,8 @@ async def read_session(http: httpx.AsyncClient, session: str) -> list[dict[str, 
     while True:
         params = {"limit": "100", **({"after": after} if after else {})}
         page = (await http.get(f"/v1/sessions/{session}/messages", params=params)).json()
-        messages.extend(page["data"])
+        # The raw messages: summaries (compaction) are listed among them, with their own type.
+        messages.extend(entry for entry in page["data"] if entry["object"] == "session.message")
         if not page["has_more"]:
             return messages
         after = page["next_cursor"]
