@@ -159,3 +159,26 @@ def test_no_item_is_left_when_a_long_first_turn_fails(store: DynamoDBSessionStor
         client.meta.events.unregister("before-send.dynamodb.TransactWriteItems", fail_the_commit)
     assert calls["n"] >= 2
     assert [i for i in table_items(client, store.table_name) if "s-long" in i["pk"]["S"]] == []
+
+
+async def test_a_reused_id_never_takes_an_earlier_lifes_summary(store: DynamoDBSessionStore) -> None:
+    from core.store.base import Summary
+
+    key = SessionKey("open", "s-lives")
+    turn = NewTurn(messages=[{"role": "user", "content": "old"}], system=[], title="old")
+    await store.append(key, turn, await store.load(key, 10))
+    state = await store.load(key, 10)
+    assert await store.claim_compaction(key, state, "c1", 60)
+    summary = Summary(first_seq=0, last_seq=57, text="the old life", created_at=0.0, model="echo")
+    assert await store.save_summary(key, state, summary, "c1")
+    # TTL took every item of that life but its summary; the id is used again.
+    for item in table_items(store.client, store.table_name):
+        if item["sk"]["S"] != "MSG#SUMMARY":
+            store.client.delete_item(TableName=store.table_name, Key={"pk": item["pk"], "sk": item["sk"]})
+    for i in range(60):
+        await store.append(
+            key,
+            NewTurn(messages=[{"role": "user", "content": f"new {i}"}], system=[], title=""),
+            await store.load(key, 10),
+        )
+    assert (await store.load(key, 10)).summary is None  # never the old life's summary

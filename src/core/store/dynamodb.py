@@ -244,7 +244,12 @@ class DynamoDBSessionStore:
         if not items or items[0]["sk"]["S"] != HEAD_SK:
             # No head: never created, deleted, or its head already taken by TTL while
             # messages of that life remain. A new life numbers after all of them.
-            return SessionState(fresh_seq=int(items[0]["seq"]["N"]) + 1 if items else 0)
+            floor = int(items[0]["seq"]["N"]) + 1 if items else 0
+            if summary_item is not None and "last_seq" in summary_item:
+                # An earlier life's summary too: the new life starts above what it covers,
+                # so it is never taken for this life's.
+                floor = max(floor, int(summary_item["last_seq"]["N"]) + 1)
+            return SessionState(fresh_seq=floor)
         head = parse_head(items[0])
         if not head.live(now):
             return SessionState(head=head, fresh_seq=head.next_seq)
