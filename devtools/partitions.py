@@ -262,7 +262,7 @@ def _roughly_ordered(listed: list[str], last_turn: dict[int, float], interval: f
     """Newest first, at the listing's resolution: no session is listed above one whose
     last turn came more than `interval` later."""
     times = [last_turn[int(session_id.removeprefix("session-"))] for session_id in listed]
-    bound = interval
+    bound = interval * 1.5  # the interval, stretched by up to half of it per session
     return all(
         times[i] + bound + 1.0 >= times[j] for i in range(len(times)) for j in range(i + 1, min(len(times), i + 50))
     )

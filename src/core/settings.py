@@ -74,7 +74,7 @@ class Settings:
     session_ttl_days: int = 30
     listing_shards: int = 16
     """Owner-index partitions per principal (docs/scale.md): only ever raise it."""
-    listing_interval_seconds: int = 10
+    listing_interval_seconds: int = 30
     """How often, at most, a busy session moves in the listing (its order's resolution)."""
     openai_base_url: str | None = None
     openai_api_key: str | None = None
@@ -130,7 +130,7 @@ class Settings:
             history_window=_int("HISTORY_WINDOW", 40, minimum=1),
             session_ttl_days=_int("SESSION_TTL_DAYS", 30),
             listing_shards=_int("LISTING_SHARDS", 16, minimum=1),
-            listing_interval_seconds=_int("LISTING_INTERVAL_SECONDS", 10),
+            listing_interval_seconds=_int("LISTING_INTERVAL_SECONDS", 30),
             openai_base_url=os.environ.get("OPENAI_BASE_URL") or None,
             openai_api_key=os.environ.get("OPENAI_API_KEY") or None,
             openai_timeout_seconds=_int("OPENAI_TIMEOUT_SECONDS", 600, minimum=1),

@@ -81,7 +81,7 @@ from core.store.keys import (
     number_attr,
     string_attr,
 )
-from core.store.listing import OwnerListing, listing_item
+from core.store.listing import OwnerListing, listing_item, shard_of
 from core.store.reads import query_newest_first
 from core.store.table import ensure_table
 
@@ -116,7 +116,7 @@ UNREAD_FLOOR_PER_SECOND = 100
 seconds times this (12 digits until the year 2286)."""
 DEFAULT_LISTING_SHARDS = 16
 """Index partitions per principal (LISTING_SHARDS); docs/scale.md says when to raise it."""
-DEFAULT_LISTING_INTERVAL = 10.0
+DEFAULT_LISTING_INTERVAL = 30.0
 """Seconds of activity a session's listing entry waits before it moves again
 (LISTING_INTERVAL_SECONDS): the listing's order has this resolution."""
 ID_BYTES = 60
@@ -503,8 +503,11 @@ class DynamoDBSessionStore:
         self, key: SessionKey, now: float, created: float, expires: int | None, listed_at: float | None
     ) -> dict[str, Any] | None:
         """The listing item to write with this turn, if the session's entry moves: at the
-        session's creation, then at most once per `listing_interval`."""
-        if listed_at is not None and now - listed_at < self.listing_interval:
+        session's creation, then at most once per `listing_interval`, stretched by up to
+        half of it per session (a fixed fraction from its id), so that sessions created
+        together do not all move in the same second ever after."""
+        stretch = 1 + shard_of(key.session_id, 1000) / 2000
+        if listed_at is not None and now - listed_at < self.listing_interval * stretch:
             return None
         return listing_item(key, shards=self.listing_shards, active_at=now, created_at=created, expires_at=expires)
 
