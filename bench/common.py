@@ -210,10 +210,12 @@ def dummy_aws_environment() -> None:
 
 
 def reset_cached_clients() -> None:
+    from core.aws import botocore_session
     from core.settings import get_settings
     from core.store.client import get_dynamodb_client
 
     get_settings.cache_clear()
+    botocore_session.cache_clear()
     get_dynamodb_client.cache_clear()
 
 

@@ -30,10 +30,12 @@ os.environ.update(_DUMMY_AWS)
 
 
 def _reset_cached_clients() -> None:
+    from core.aws import botocore_session
     from core.secrets import get_secrets_client
     from core.settings import get_settings
     from core.store.client import get_dynamodb_client
 
+    botocore_session.cache_clear()
     get_dynamodb_client.cache_clear()
     get_secrets_client.cache_clear()
     get_settings.cache_clear()

@@ -25,15 +25,14 @@ Gateway's 29 s (the key ring then serves its last keys, within its stale limit).
 
 @lru_cache(maxsize=1)
 def get_secrets_client() -> Any:
-    import botocore.session
-    from botocore.config import Config
+    from core.aws import create_client
 
-    config = Config(
+    return create_client(
+        "secretsmanager",
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=READ_TIMEOUT_SECONDS,
-        retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+        max_attempts=MAX_ATTEMPTS,
     )
-    return botocore.session.get_session().create_client("secretsmanager", config=config)
 
 
 def read_secret(arn: str) -> str:

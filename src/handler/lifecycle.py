@@ -14,6 +14,7 @@ returns (`handler.streaming.runtime`); a hook that raises is reported to
 default drop the process's cached AWS clients, so the next use creates them afresh
 with the credentials of the restored environment:
 
+- the botocore session the clients share (`core.aws`: its credentials are the snapshot's);
 - the DynamoDB client (`core.store.client.get_dynamodb_client`, an `lru_cache`);
 - the Secrets Manager client (`core.secrets.get_secrets_client`) that reads the API
   keys and the upstream's key;
@@ -70,6 +71,14 @@ def _forget_the_dynamodb_client() -> None:
     module = sys.modules.get("core.store.client")
     if module is not None:
         module.get_dynamodb_client.cache_clear()
+
+
+@after_restore
+def _forget_the_botocore_session() -> None:
+    """Its credentials are the snapshot's; the restored environment has its own."""
+    module = sys.modules.get("core.aws")
+    if module is not None:
+        module.botocore_session.cache_clear()
 
 
 @after_restore

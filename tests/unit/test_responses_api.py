@@ -409,19 +409,16 @@ async def test_a_conversation_is_a_session_whichever_face_continues_it(
 async def test_a_conversation_name_of_the_earlier_design_carries_its_chain_over_once(
     api: httpx.AsyncClient, moto_table: tuple[Any, str]
 ) -> None:
-    from core.store.dynamodb import DynamoDBSessionStore
-    from core.store.responses import ConversationPointer, DynamoDBResponseStore
+    from core.store.base import ConversationPointer
+    from tests.legacy import write_conversation_pointer
 
     first = ok(await create(api, "one"))
     second = await create(api, "two", previous_response_id=first["id"])
     old_session = second.headers[HEADER]
     client, name = moto_table
-    store = DynamoDBResponseStore(DynamoDBSessionStore(name, ttl_days=30, client=client))
     # What the earlier design wrote for `conversation: "legacy"`: a pointer to the chain's tip.
-    await store.advance_conversation(
-        "open",
-        ConversationPointer("legacy", ok(second)["id"], old_session, position=4, expires_at=None),
-        replaces=None,
+    write_conversation_pointer(
+        client, name, "open", ConversationPointer("legacy", ok(second)["id"], old_session, position=4, expires_at=None)
     )
     carried = await create(api, "three", conversation="legacy")
     assert carried.headers[HEADER] == "legacy"

@@ -10,6 +10,7 @@ import pytest
 from core.store.base import NewTurn, SessionKey, TurnTooLarge
 from core.store.dynamodb import DynamoDBSessionStore
 from core.store.responses import ConversationPointer, DynamoDBResponseStore, StoredResponse
+from tests.legacy import write_conversation_pointer
 from tests.unit.test_responses_api import CountingClient
 
 KEY = SessionKey(owner="alice", session_id="s-1")
@@ -53,6 +54,11 @@ async def fill(sessions: DynamoDBSessionStore, count: int, key: SessionKey = KEY
         state = await sessions.load(key, 1)
         turn = NewTurn(messages=[msg(start), msg(start + 1)], system=[], title="t")
         await sessions.append(key, turn, state, fresh_session=start == 0)
+
+
+def seed(store: DynamoDBResponseStore, owner: str, response: StoredResponse) -> None:
+    """A stored response item, as a turn's transaction writes it."""
+    store.client.put_item(TableName=store.table_name, Item=store._response_item(owner, response))
 
 
 def contents(messages: list[dict[str, Any]]) -> list[str]:
@@ -130,7 +136,7 @@ def stored(
 async def test_responses_are_keyed_by_owner_and_expire(
     store: DynamoDBResponseStore, clock: Clock, counting: CountingClient
 ) -> None:
-    await store.put_response("alice", stored("resp_a", expires_at=int(clock.now) + 10))
+    seed(store, "alice", stored("resp_a", expires_at=int(clock.now) + 10))
     got = await store.get_response("alice", "resp_a")
     assert got is not None and got.session_id == "s-1" and got.position == 2 and got.body["id"] == "resp_a"
     assert await store.get_response("bob", "resp_a") is None
@@ -141,50 +147,22 @@ async def test_responses_are_keyed_by_owner_and_expire(
 
 
 async def test_delete_is_one_conditional_write(store: DynamoDBResponseStore, counting: CountingClient) -> None:
-    await store.put_response("alice", stored("resp_a"))
+    seed(store, "alice", stored("resp_a"))
     counting.calls.clear()
     assert await store.delete_response("alice", "resp_a")
     assert counting.calls == {"delete_item": 1}
     assert not await store.delete_response("alice", "resp_a")
 
 
-def pointer(response_id: str, session_id: str, position: int, expires_at: int | None = None) -> ConversationPointer:
-    return ConversationPointer(
-        name="c", latest_response_id=response_id, session_id=session_id, position=position, expires_at=expires_at
-    )
-
-
-async def test_a_conversation_never_moves_back_to_an_earlier_response(store: DynamoDBResponseStore) -> None:
-    assert await store.advance_conversation("alice", pointer("r1", "s", 2), replaces=None)
-    # Two requests continued r1 concurrently; r3 was appended after r2 (position 6 > 4).
-    assert await store.advance_conversation("alice", pointer("r3", "s", 6), replaces="r1")
-    assert not await store.advance_conversation("alice", pointer("r2", "s", 4), replaces="r1")
-    current = await store.get_conversation("alice", "c")
-    assert current is not None and current.latest_response_id == "r3"
-    # In the other order, the later one still ends up there.
-    assert await store.advance_conversation("bob", pointer("r1", "s", 2), replaces=None)
-    assert await store.advance_conversation("bob", pointer("r2", "s", 4), replaces="r1")
-    assert await store.advance_conversation("bob", pointer("r3", "s", 6), replaces="r1")
-    current = await store.get_conversation("bob", "c")
-    assert current is not None and current.latest_response_id == "r3"
-
-
-async def test_concurrent_forks_of_a_conversation_leave_it_at_the_first(store: DynamoDBResponseStore) -> None:
-    assert await store.advance_conversation("alice", pointer("r1", "s", 2), replaces=None)
-    assert await store.advance_conversation("alice", pointer("fa", "fork-a", 4), replaces="r1")
-    assert not await store.advance_conversation("alice", pointer("fb", "fork-b", 4), replaces="r1")
-    # Two new conversations under one name: the first one created wins.
-    assert await store.advance_conversation("carol", pointer("x", "sx", 2), replaces=None)
-    assert not await store.advance_conversation("carol", pointer("y", "sy", 2), replaces=None)
-
-
-async def test_an_expired_conversation_starts_afresh(store: DynamoDBResponseStore, clock: Clock) -> None:
-    assert await store.advance_conversation(
-        "alice", pointer("r1", "s", 2, expires_at=int(clock.now) + 5), replaces=None
-    )
+async def test_a_conversation_pointer_of_the_earlier_design_is_read_until_it_expires(
+    store: DynamoDBResponseStore, sessions: DynamoDBSessionStore, clock: Clock
+) -> None:
+    pointer = ConversationPointer("c", "r1", "s", 2, expires_at=int(clock.now) + 5)
+    write_conversation_pointer(sessions.client, sessions.table_name, "alice", pointer)
+    assert await store.get_conversation("alice", "c") == pointer
+    assert await store.get_conversation("bob", "c") is None
     clock.now += 10
     assert await store.get_conversation("alice", "c") is None
-    assert await store.advance_conversation("alice", pointer("r9", "t", 2), replaces=None)
 
 
 def test_a_response_body_too_large_for_an_item_is_refused(store: DynamoDBResponseStore) -> None:

@@ -17,9 +17,8 @@ from core.errors import ApiError
 from core.providers.base import Finish, ModelRequest, ProviderEvent, TextDelta
 from core.providers.echo import EchoProvider, message_text
 from core.settings import Settings
-from core.store.base import AppendResult
-from core.store.dynamodb import DynamoDBSessionStore
 from handler.app import create_app
+from tests.reliability.turn_worker import RecordingStore
 
 HEADER = "X-Hermes-Session-Id"
 
@@ -57,19 +56,6 @@ class RefusingEcho(EchoProvider):
             return
         async for event in super().stream(request):
             yield event
-
-
-class RecordingStore(DynamoDBSessionStore):
-    """The real store; it only remembers how many lost races each append met."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.conflicts: list[int] = []
-
-    async def append(self, *args: Any, **kwargs: Any) -> AppendResult:
-        result = await super().append(*args, **kwargs)
-        self.conflicts.append(result.conflicts)
-        return result
 
 
 @pytest.fixture

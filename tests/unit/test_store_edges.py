@@ -11,11 +11,11 @@ import pytest
 from core.chat import ChatService
 from core.providers.echo import EchoProvider
 from core.settings import Settings
-from core.store.base import NewTurn, SessionKey
+from core.store.base import ConversationPointer, NewTurn, SessionKey
 from core.store.dynamodb import DynamoDBSessionStore
-from core.store.responses import ConversationPointer, DynamoDBResponseStore
 from handler.app import create_app
 from tests.conftest import table_items
+from tests.legacy import write_conversation_pointer
 
 HEADER = "X-Hermes-Session-Id"
 
@@ -64,9 +64,8 @@ async def test_a_conversation_name_of_the_earlier_design_is_carried_over_only_on
     api: httpx.AsyncClient, store: DynamoDBSessionStore
 ) -> None:
     first = await api.post("/v1/responses", json={"model": "echo", "input": "one"})
-    responses = DynamoDBResponseStore(store)
     pointer = ConversationPointer("legacy", first.json()["id"], first.headers[HEADER], position=2, expires_at=None)
-    await responses.advance_conversation("open", pointer, replaces=None)
+    write_conversation_pointer(store.client, store.table_name, "open", pointer)
     assert text(await api.post("/v1/responses", json={"model": "echo", "input": "two", "conversation": "legacy"})) == (
         "Echo: two (I was given 3 messages.)"
     )

@@ -136,9 +136,6 @@ class AppendResult:
     """The sequence number the turn's first message got."""
     conflicts: int
     """How many times a concurrent turn won the race and this one was retried."""
-    dropped_optional: bool = False
-    """An optional write of the turn's transaction (see `ExtraWrite`) was refused by
-    its own condition, and the turn was stored without it."""
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,13 @@ MAX_ATTEMPTS = 3
 
 @lru_cache(maxsize=1)
 def get_dynamodb_client() -> Any:
-    import botocore.session
-    from botocore.config import Config
+    from core.aws import create_client
 
-    config = Config(
+    client = create_client(
+        "dynamodb",
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=READ_TIMEOUT_SECONDS,
-        retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+        max_attempts=MAX_ATTEMPTS,
         # Threads of the async app share the client; keep enough connections for them.
         max_pool_connections=50,
         # The store builds every request itself; botocore's client-side check of each
@@ -36,7 +36,6 @@ def get_dynamodb_client() -> Any:
         # validates them anyway (a bad one is a ValidationException, a ClientError).
         parameter_validation=False,
     )
-    client = botocore.session.get_session().create_client("dynamodb", config=config)
     client.meta.events.register("before-parse.dynamodb.Query", decode_query_as_json, unique_id="threadline-query")
     return client
 

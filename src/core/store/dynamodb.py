@@ -341,7 +341,7 @@ class DynamoDBSessionStore:
                     first_seq = await anyio.to_thread.run_sync(
                         self._write_turn, key, turn, state, fresh_session, extras, with_optional
                     )
-                    return AppendResult(first_seq=first_seq, conflicts=conflicts, dropped_optional=not with_optional)
+                    return AppendResult(first_seq=first_seq, conflicts=conflicts)
                 except _OptionalRefused:
                     with_optional = False  # nothing was written: go again without it
                 except _Conflict as conflict:

@@ -15,9 +15,9 @@ Items (same table, `pk`/`sk` strings):
         the Response object's JSON (output items, usage and the request parameters
         it echoes). Never the input or the history.
     pk = CONVERSATION#<owner>#<name>        sk = CONVERSATION
-        latest_response_id and its session_id / position, updated_at, expires_at.
-        Advanced with a condition (see `advance_conversation`), so an earlier
-        response never replaces a later one under concurrency.
+        the earlier design's conversation name: latest_response_id and its
+        session_id / position. Only read now (a conversation is a session), to carry
+        a named chain into the session of that name once; the turn that does deletes it.
 
 Every key includes the owner: another principal's id is simply not there.
 
@@ -139,14 +139,6 @@ class DynamoDBResponseStore:
             input_count=int(item["input_count"]["N"]) if "input_count" in item else None,
         )
 
-    async def put_response(self, owner: str, response: StoredResponse) -> None:
-        await anyio.to_thread.run_sync(self._put_response, owner, response)
-
-    def _put_response(self, owner: str, response: StoredResponse) -> None:
-        with store_errors():
-            # Response ids are random: a Put cannot overwrite anyone else's item.
-            self.client.put_item(TableName=self.table_name, Item=self._response_item(owner, response))
-
     @staticmethod
     def _response_item(owner: str, response: StoredResponse) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -240,56 +232,6 @@ class DynamoDBResponseStore:
             position=int(item["position"]["N"]),
             expires_at=int(item["expires_at"]["N"]) if "expires_at" in item else None,
         )
-
-    async def advance_conversation(self, owner: str, pointer: ConversationPointer, *, replaces: str | None) -> bool:
-        return await anyio.to_thread.run_sync(self._advance_conversation, owner, pointer, replaces)
-
-    def _advance_conversation(self, owner: str, pointer: ConversationPointer, replaces: str | None) -> bool:
-        """Point the conversation at a new latest response, unless a later one got there first.
-
-        The Put succeeds when the item is absent or expired; or still names `replaces`,
-        the response this one continued from (so this one is later); or names an
-        earlier position in the same session (a concurrent turn on the same chain that
-        this one was appended after). Otherwise another request moved the
-        conversation somewhere this response does not follow, and the pointer is
-        left alone: False.
-        """
-        refused: list[bool] = []
-        with unless_refused(refused):
-            self.client.put_item(**self._conversation_put(owner, pointer, replaces))
-        return not refused
-
-    def _conversation_put(self, owner: str, pointer: ConversationPointer, replaces: str | None) -> dict[str, Any]:
-        """The pointer's conditional Put (see `advance_conversation` for the condition)."""
-        now = self.now()
-        item: dict[str, Any] = {
-            "pk": string_attr(conversation_pk(owner, pointer.name)),
-            "sk": string_attr(CONVERSATION_SK),
-            "owner": string_attr(owner),
-            "conversation": string_attr(pointer.name),
-            "latest_response_id": string_attr(pointer.latest_response_id),
-            "session_id": string_attr(pointer.session_id),
-            "position": number_attr(pointer.position),
-            "updated_at": number_attr(round(now, 3)),
-        }
-        if pointer.expires_at is not None:
-            item["expires_at"] = number_attr(pointer.expires_at)
-        condition = "attribute_not_exists(pk) OR expires_at <= :now OR (session_id = :session AND #pos < :position)"
-        values: dict[str, Any] = {
-            ":now": number_attr(int(now)),
-            ":session": string_attr(pointer.session_id),
-            ":position": number_attr(pointer.position),
-        }
-        if replaces is not None:
-            condition += " OR latest_response_id = :replaces"
-            values[":replaces"] = string_attr(replaces)
-        return {
-            "TableName": self.table_name,
-            "Item": item,
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": {"#pos": "position"},  # POSITION is a reserved word
-            "ExpressionAttributeValues": values,
-        }
 
     # -- a session "up to a position" ---------------------------------------------
 
