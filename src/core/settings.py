@@ -47,6 +47,13 @@ def _int(name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def _choice(name: str, choices: tuple[str, ...], *, default: str) -> str:
+    raw = os.environ.get(name, "").strip().lower() or default
+    if raw not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def _flag(name: str, *, default: bool) -> bool:
     raw = os.environ.get(name, "").strip().lower()
     if not raw:
@@ -97,6 +104,14 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     idempotency_ttl_seconds: int = 86400
     idempotency_wait_seconds: float = 5.0
+    stream_flush_ms: int = 250
+    """How long a recorded stream's events wait before they are written (issue 13)."""
+    stream_poll_ms: int = 100
+    """How often a follower in another process reads a live recorded stream."""
+    run_lease_seconds: int = 30
+    """A run not heard from for this long is ended as failed by its next reader."""
+    background_dispatch: str = "task"
+    """`task` (a task of this process) or `lambda` (an asynchronous self-invocation)."""
     in_lambda: bool = False
     telemetry: bool = False
     """JSON logs and embedded metrics per request (on by default inside Lambda)."""
@@ -146,6 +161,14 @@ class Settings:
             cors_origins=_list("CORS_ORIGINS"),
             idempotency_ttl_seconds=_int("IDEMPOTENCY_TTL_SECONDS", 86400, minimum=60),
             idempotency_wait_seconds=_int("IDEMPOTENCY_WAIT_MS", 5000) / 1000,
+            stream_flush_ms=_int("STREAM_FLUSH_MS", 250, minimum=10),
+            stream_poll_ms=_int("STREAM_POLL_MS", 100, minimum=10),
+            run_lease_seconds=_int("RUN_LEASE_SECONDS", 30, minimum=3),
+            background_dispatch=_choice(
+                "BACKGROUND_DISPATCH",
+                ("task", "lambda"),
+                default="lambda" if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") else "task",
+            ),
             in_lambda=bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")),
             telemetry=_flag("TELEMETRY", default=bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))),
         )

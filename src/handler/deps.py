@@ -19,7 +19,11 @@ from core.settings import get_settings
 from core.store.client import get_dynamodb_client
 
 if TYPE_CHECKING:
+    from core.background import Dispatcher
     from core.conversations import ConversationsService
+    from core.responses.recorded import RecordedResponses
+    from core.resumable.recorder import RecordingPolicy
+    from core.store.events import DynamoDBEventLog
 
 OPEN_PRINCIPAL = "open"
 """The owner of everything while the service runs without API keys."""
@@ -34,7 +38,11 @@ def principal_of(request: Request) -> str:
 
 
 def chat_service(request: Request) -> ChatService:
-    services: dict[str, Any] = request.app.state.services
+    return app_chat_service(request.app)
+
+
+def app_chat_service(app: Any) -> ChatService:
+    services: dict[str, Any] = app.state.services
     if "chat" not in services:
         services["chat"] = build_service(get_settings())
     return services["chat"]  # type: ignore[no-any-return]
@@ -56,12 +64,61 @@ def idempotency_guard(request: Request) -> IdempotencyGuard:
 
 
 def responses_service(request: Request) -> ResponsesService:
+    return app_responses_service(request.app)
+
+
+def app_responses_service(app: Any) -> ResponsesService:
     """Built per request over the app's chat service (it holds no state of its own); the
     response store is DynamoDB's, on the chat service's table and client."""
     from core.store.responses import DynamoDBResponseStore
 
-    chat = chat_service(request)
+    chat = app_chat_service(app)
     return ResponsesService(chat, DynamoDBResponseStore(chat.store))  # type: ignore[arg-type]
+
+
+def recording_policy(app: Any) -> RecordingPolicy:
+    from core.resumable.recorder import RecordingPolicy
+
+    settings = app_chat_service(app).settings
+    return RecordingPolicy(
+        flush_seconds=settings.stream_flush_ms / 1000,
+        poll_seconds=settings.stream_poll_ms / 1000,
+        lease_seconds=float(settings.run_lease_seconds),
+    )
+
+
+def event_log(app: Any) -> DynamoDBEventLog:
+    from core.store.events import DynamoDBEventLog
+
+    store: Any = app_chat_service(app).store
+    return DynamoDBEventLog(store.client, store.table_name)
+
+
+def dispatcher(app: Any) -> Dispatcher:
+    """Where background jobs run: this process's loop, or an asynchronous invocation of
+    this function (`BACKGROUND_DISPATCH`, `lambda` by default inside Lambda)."""
+    services: dict[str, Any] = app.state.services
+    if "dispatcher" not in services:
+        if app_chat_service(app).settings.background_dispatch == "lambda":
+            from core.background_lambda import LambdaDispatcher
+
+            services["dispatcher"] = LambdaDispatcher.from_environment()
+        else:
+            from core.background import InProcessDispatcher
+            from handler.jobs import run_job
+
+            services["dispatcher"] = InProcessDispatcher(lambda job: run_job(app, job))
+    return services["dispatcher"]  # type: ignore[no-any-return]
+
+
+def recorded_responses(request: Request) -> RecordedResponses:
+    return app_recorded_responses(request.app)
+
+
+def app_recorded_responses(app: Any) -> RecordedResponses:
+    from core.responses.recorded import RecordedResponses
+
+    return RecordedResponses(app_responses_service(app), event_log(app), recording_policy(app), dispatcher(app))
 
 
 def conversations_service(request: Request) -> ConversationsService:

@@ -12,18 +12,26 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from core.errors import ApiError, bad_request
-from core.responses.sse import open_response_stream
+from core.responses.sse import open_response_stream, parsed, recorded_frames
 from core.responses.wire import CreateResponseRequest, parse_create_request
 from core.sessions import SESSION_HEADER
 from core.sse import KEEPALIVE_SECONDS
 from handler import answers
-from handler.deps import principal_of, responses_service
+from handler.deps import principal_of, recorded_responses, responses_service
 from handler.parsing import json_body, json_object, path_param, path_parameters, small_int
 
 router = APIRouter()
+
+_RETRIEVE_PARAMETERS: dict[str, Any] = {
+    "parameters": [
+        *path_parameters("response_id")["parameters"],
+        {"name": "stream", "in": "query", "required": False, "schema": {"type": "boolean"}},
+        {"name": "starting_after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+    ]
+}
 
 
 def _keepalive_seconds(request: Request) -> float:
@@ -46,10 +54,22 @@ async def create_response(request: Request) -> Response:
         except ApiError as error:
             raise answers.with_session_header(error, prepared.session_id) from None
 
+    if body.background and not body.stream:
+        prepared = await service.prepare(body, owner=owner, session_header=session_header)
+        queued = await recorded_responses(request).queue(prepared, raw, session_header)
+        return JSONResponse(queued, headers={SESSION_HEADER: prepared.session_id or ""})
     if not body.stream:
         return await answers.buffered(request, owner=owner, body=raw, answer=answer)
     prepared = await service.prepare(body, owner=owner, session_header=session_header)
-    opening = open_response_stream(service.stream(prepared), prepared, _keepalive_seconds(request))
+    if not prepared.stores:
+        # A plain stream: it ends (and the model call with it) when its client leaves.
+        opening = open_response_stream(service.stream(prepared), prepared, _keepalive_seconds(request))
+        return await answers.streamed(request, session_id=prepared.session_id, opening=opening)
+    # A stored stream is recorded: it runs on when its client leaves, who may come back
+    # with GET /v1/responses/{id}?stream=true&starting_after=N.
+    run = await recorded_responses(request).start_stream(prepared)
+    events = parsed(run.recorder.broadcast.follow(-1))
+    opening = open_response_stream(events, prepared, _keepalive_seconds(request))
     return await answers.streamed(request, session_id=prepared.session_id, opening=opening)
 
 
@@ -68,17 +88,57 @@ async def compact_response(request: Request) -> Response:
     )
 
 
-@router.get("/v1/responses/{response_id}", response_model=None, openapi_extra=path_parameters("response_id"))
-async def retrieve_response(request: Request) -> JSONResponse:
+@router.get("/v1/responses/{response_id}", response_model=None, openapi_extra=_RETRIEVE_PARAMETERS)
+async def retrieve_response(request: Request) -> Response:
+    """The stored response; with `stream=true`, its recorded events after
+    `starting_after` (all of them without it), then its live ones until it ends."""
     response_id = path_param(request, "response_id")
-    if request.query_params.get("stream", "").strip().lower() in ("true", "1"):
-        raise bad_request(
-            "Streaming a stored response (stream=true) is not supported: retrieve it without 'stream'.",
-            param="stream",
-            code="unsupported_parameter",
+    owner = principal_of(request)
+    if _flag(request, "stream"):
+        after = _starting_after(request)
+        events = await recorded_responses(request).stream(owner, response_id, after)
+        frames = recorded_frames(events, _keepalive_seconds(request))
+        return StreamingResponse(
+            frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
-    stored = await responses_service(request).retrieve(principal_of(request), response_id)
+    if "starting_after" in request.query_params:
+        raise bad_request("'starting_after' applies only with stream=true.", param="starting_after")
+    stored = await recorded_responses(request).retrieve(owner, response_id)
     return JSONResponse(stored.body, headers={SESSION_HEADER: stored.session_id})
+
+
+@router.post("/v1/responses/{response_id}/cancel", response_model=None, openapi_extra=path_parameters("response_id"))
+async def cancel_response(request: Request) -> dict[str, Any]:
+    """Cancel a background response that is queued or in progress: it ends `cancelled`,
+    its model call is stopped and nothing of it is stored in its session."""
+    response_id = path_param(request, "response_id")
+    return await recorded_responses(request).cancel(principal_of(request), response_id)
+
+
+def _flag(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0", ""):
+        return False
+    raise bad_request(f"Invalid value for '{name}': expected true or false.", param=name, code="invalid_value")
+
+
+def _starting_after(request: Request) -> int:
+    raw = request.query_params.get("starting_after")
+    if raw is None:
+        return -1
+    value = small_int(raw)
+    if value is None:
+        raise bad_request(
+            "Invalid value for 'starting_after': expected a sequence number (a non-negative integer).",
+            param="starting_after",
+            code="invalid_value",
+        )
+    return value
 
 
 @router.get(

@@ -250,22 +250,33 @@ def test_another_principals_response_is_a_404_everywhere(store: DynamoDBSessionS
         assert alice.responses.retrieve(mine.id).output_text == mine.output_text
 
 
-def test_a_client_that_disconnects_mid_stream_stores_nothing(
+def test_a_client_that_disconnects_mid_stream_stores_nothing_unless_stored(
     store: DynamoDBSessionStore, local_table: tuple[Any, str]
 ) -> None:
-    """As for chat: the model call is cancelled and the response is not kept (the client
-    never saw it complete; a retry starts clean)."""
+    """A plain stream (`store: false`) is cancelled when its client leaves, as for chat:
+    nothing is kept and a retry starts clean. A stored stream is recorded and runs on
+    (issue 13): its turn is stored, and the client may come back for the rest."""
     with serve(store, EchoProvider(delay_seconds=0.1)) as live:
         client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0)
         first = client.responses.create(model="echo", input="root")
         before = table_items(*local_table)
         with client.responses.stream(
-            model="echo", input="one two three four five six", previous_response_id=first.id
+            model="echo", input="one two three four five six", previous_response_id=first.id, store=False
         ) as stream:
             for event in stream:
                 if event.type == "response.output_text.delta":
                     break
         time.sleep(1.5)  # longer than the rest of the answer would have taken
         assert table_items(*local_table) == before
+        with client.responses.stream(
+            model="echo", input="one two three four five six", previous_response_id=first.id
+        ) as stream:
+            for event in stream:
+                if event.type == "response.output_text.delta":
+                    left = event.item_id.split("_")[1][:48]
+                    break
+        time.sleep(1.5)
+        kept = client.responses.retrieve("resp_" + left)
+        assert kept.status == "completed" and kept.output_text.startswith("Echo: one two three four five six")
         again = client.responses.create(model="echo", input="retry", previous_response_id=first.id)
     assert again.output_text == "Echo: retry (I was given 3 messages.)"

@@ -69,6 +69,7 @@ from core.store.base import (
     ChainHistory,
     ConversationPointer,
     NewTurn,
+    RecordedCommit,
     ResponseStore,
     SessionKey,
     SessionState,
@@ -76,11 +77,13 @@ from core.store.base import (
     StoreUnavailable,
     TurnTooLarge,
 )
+from core.store.events import RunRevoked, event_json
 from core.wire import now
 
 if TYPE_CHECKING:
     from core.chat import ChatService
     from core.providers.base import ModelProvider
+    from core.resumable.recorder import Recorder
     from core.settings import Settings
     from core.store.base import SessionStore
 
@@ -118,6 +121,9 @@ class PreparedResponse:
     created_at: int = field(default_factory=now)
     failure: ApiError | None = None
     """Set by `stream` when the response failed (the face may still answer with a status)."""
+    background: bool = False
+    recorder: Recorder | None = None
+    """The run's recorder when the response is recorded (`core.responses.recorded`)."""
 
     @property
     def stores(self) -> bool:
@@ -363,6 +369,7 @@ class _Run:
             previous_response_id=prepared.previous_response_id,
             conversation=prepared.conversation,
             store=prepared.stores,
+            background=prepared.background,
             error=error,
         )
 
@@ -404,6 +411,10 @@ class ResponsesService:
         self.chat = chat
         self.store = store
 
+    def initial_body(self, prepared: PreparedResponse, status: str) -> dict[str, Any]:
+        """The Response object before any output: what a queued or starting run shows."""
+        return _Run(prepared).body(status)
+
     @property
     def sessions(self) -> SessionStore:
         return self.chat.store
@@ -419,16 +430,29 @@ class ResponsesService:
     # -- create --------------------------------------------------------------------
 
     async def prepare(
-        self, request: CreateResponseRequest, *, owner: str, session_header: str | None = None
+        self,
+        request: CreateResponseRequest,
+        *,
+        owner: str,
+        session_header: str | None = None,
+        response_id: str | None = None,
+        session_id: str | None = None,
+        created_at: int | None = None,
     ) -> PreparedResponse:
         """Validate, read the chain the request continues (if any), decide where the
         turn goes. No model call yet, nothing written.
 
         The session a turn goes to is named by `previous_response_id`, by `conversation`
         (a conversation is a session: its id is the session id), or by the
-        `X-Hermes-Session-Id` header, which means the same as `conversation`."""
-        if request.background:
-            raise bad_request("Background responses are not supported by this server.", param="background")
+        `X-Hermes-Session-Id` header, which means the same as `conversation`.
+
+        A background job prepares its queued request again with the `response_id`,
+        `session_id` (of a new session) and `created_at` decided when it was queued."""
+        if request.background and not request.stores:
+            raise bad_request(
+                "Background responses must be stored: 'background' requires 'store' to be true (or left out).",
+                param="background",
+            )
         conversation = request.conversation_name
         if request.previous_response_id is not None and conversation is not None:
             raise bad_request(
@@ -518,7 +542,7 @@ class ResponsesService:
                 expires_at = chain.head.expires_at if chain.head is not None else None
             else:
                 mode = "fork" if chain is not None else "new"
-                key = SessionKey(owner=owner, session_id=new_session_id())
+                key = SessionKey(owner=owner, session_id=session_id or new_session_id())
                 carried = history
                 expires_at = self.store.new_session_expiry()
         if not request.stores:
@@ -529,8 +553,8 @@ class ResponsesService:
             raise too_large(error.reason, param="input") from None
 
         system = [{"role": "system", "content": request.instructions}] if request.instructions else []
-        return PreparedResponse(
-            response_id=new_response_id(),
+        prepared = PreparedResponse(
+            response_id=response_id or new_response_id(),
             owner=owner,
             model=model,
             model_request=ModelRequest(
@@ -550,7 +574,11 @@ class ResponsesService:
             conversation=conversation,
             fresh=fresh,
             retire=retire if chain is not None and request.stores else None,
+            background=bool(request.background),
         )
+        if created_at is not None:
+            prepared.created_at = created_at
+        return prepared
 
     async def _legacy_conversation(
         self, owner: str, name: str, window: int
@@ -647,7 +675,17 @@ class ResponsesService:
                     yield event
             for event in run.closing():
                 yield event
-            await self._commit(prepared, run)
+            before_terminal = run.sequence
+            terminal = run.terminal()
+            try:
+                await self._commit(prepared, run, terminal)
+            except BaseException:
+                run.sequence = before_terminal  # the terminal event was never sent
+                raise
+        except RunRevoked:
+            if prepared.recorder is not None:
+                prepared.recorder.revoked_by_commit()  # cancelled: nothing stored, nothing more sent
+            return
         except ApiError as error:
             prepared.failure = error
             yield run.failed(error)
@@ -657,9 +695,9 @@ class ResponsesService:
             prepared.failure = internal_error()
             yield run.failed(prepared.failure)
             return
-        yield run.terminal()
+        yield terminal
 
-    async def _commit(self, prepared: PreparedResponse, run: _Run) -> None:
+    async def _commit(self, prepared: PreparedResponse, run: _Run, terminal: dict[str, Any] | None = None) -> None:
         """Store the turn and the response item in one transaction (the turn decides the
         position the response stands for). A failure stores neither, so the client's retry
         leaves exactly one copy; an answer lost after the commit is recognised by the
@@ -678,22 +716,41 @@ class ResponsesService:
                 item_ids=[*([[]] * (len(prepared.carried) + len(prepared.new_input))), run.stored_ids(reply)],
                 usage=turn_usage(run.reply.finish.usage),
             )
-            result, _stored = await self.store.append_response(
-                prepared.key,
-                turn,
-                prepared.expected,
-                fresh_session=prepared.fresh,
-                response=StoredResponse(
-                    response_id=prepared.response_id,
-                    session_id=prepared.key.session_id,
-                    position=0,  # decided by the append
-                    created_at=float(prepared.created_at),
-                    expires_at=prepared.expires_at,
-                    body=body,
-                    input_count=len(prepared.new_input),
-                ),
-                retire=prepared.retire,
+            response = StoredResponse(
+                response_id=prepared.response_id,
+                session_id=prepared.key.session_id,
+                position=0,  # decided by the append
+                created_at=float(prepared.created_at),
+                expires_at=prepared.expires_at,
+                body=body,
+                input_count=len(prepared.new_input),
+                status=str(body["status"]),
+                recorded=prepared.recorder is not None,
+                background=prepared.background,
             )
+            recorder = prepared.recorder
+            if recorder is None:
+                result, _stored = await self.store.append_response(
+                    prepared.key,
+                    turn,
+                    prepared.expected,
+                    fresh_session=prepared.fresh,
+                    response=response,
+                    retire=prepared.retire,
+                )
+            else:
+                async with recorder.committing() as pending:
+                    last = [*pending, *([(terminal["sequence_number"], event_json(terminal))] if terminal else [])]
+                    result, _stored = await self.store.append_response(
+                        prepared.key,
+                        turn,
+                        prepared.expected,
+                        fresh_session=prepared.fresh,
+                        response=response,
+                        retire=prepared.retire,
+                        recorded=RecordedCommit(worker=recorder.worker, events=last),
+                    )
+                    recorder.committed(last[-1][0] if last else recorder.recorded)
             self.chat.compactor.after_turn(
                 prepared.key, after_turn_state(prepared.expected, result.first_seq, len(turn.messages)), prepared.model
             )

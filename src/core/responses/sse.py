@@ -63,3 +63,26 @@ async def _frames(
         logger.exception("response stream failed")
     finally:
         await rest.aclose()
+
+
+async def parsed(events: AsyncIterator[tuple[int, str]]) -> AsyncIterator[dict[str, Any]]:
+    """Recorded events (sequence number, JSON) as event objects."""
+    async for _seq, text in events:
+        yield json.loads(text)
+
+
+def _recorded_frame(text: str) -> bytes:
+    kind = json.loads(text)["type"]
+    return f"event: {kind}\ndata: {text}\n\n".encode()
+
+
+async def recorded_frames(events: AsyncIterator[tuple[int, str]], keepalive_seconds: float) -> AsyncIterator[bytes]:
+    """A replayed and followed recorded response as SSE frames, keepalives included."""
+    ticks = cast(AsyncGenerator[tuple[int, str] | None, None], with_keepalive(events, keepalive_seconds))
+    try:
+        async for item in ticks:
+            yield KEEPALIVE if item is None else _recorded_frame(item[1])
+    except Exception:
+        logger.exception("replaying a response stream failed")
+    finally:
+        await ticks.aclose()

@@ -266,6 +266,21 @@ class StoredResponse:
     input_count: int | None = None
     """How many messages of its turn, before the reply, were its request's input (the
     rest were a fork's copy of history); None for responses stored before it was kept."""
+    status: str = "completed"
+    """`queued` / `in_progress` while it runs (issue 13), then as its body says."""
+    recorded: bool = False
+    """Its stream's events are kept: it can be streamed again (`GET ...?stream=true`)."""
+    background: bool = False
+
+
+@dataclass(frozen=True)
+class RecordedCommit:
+    """A recorded response's last write, made by its turn's transaction: its remaining
+    events (the terminal one included), on the condition that the run is still
+    `worker`'s (a cancel that came first wins, and nothing is stored)."""
+
+    worker: str
+    events: list[tuple[int, str]]
 
 
 @dataclass(frozen=True)
@@ -329,6 +344,7 @@ class ResponseStore(Protocol):
         fresh_session: bool,
         response: StoredResponse,
         retire: ConversationPointer | None = None,
+        recorded: RecordedCommit | None = None,
     ) -> tuple[AppendResult, StoredResponse]:
         """The turn and the response item, stored together or not at all (and `retire`,
         an earlier design's conversation pointer whose chain the turn carries over,

@@ -73,6 +73,7 @@ from core.store.base import (
 from core.store.codec import head_item, is_expired, message_item, parse_head, stored_message
 from core.store.deletion import delete_partition
 from core.store.errors import refused_by_condition, store_errors, unless_refused
+from core.store.events import RunRevoked
 from core.store.keys import (
     FIRST_MESSAGE_SK,
     HEAD_SK,
@@ -164,6 +165,9 @@ class ExtraWrite:
     """A TransactWriteItems entry (`Put`, `Delete`, ...)."""
     optional: bool = False
     """When its own condition fails, the turn is stored without it instead of failing."""
+    guard: bool = False
+    """When its own condition fails, the turn is not stored and `RunRevoked` is raised:
+    the write of a recorded run that was cancelled meanwhile (`core.store.events`)."""
 
 
 ExtraWrites = Callable[[int, int | None], list[ExtraWrite]]
@@ -465,9 +469,11 @@ class DynamoDBSessionStore:
                 raise StoreUnavailable("could not write the first part of a long turn") from None
             written += [put["Put"]["Item"] for put in batch]
         final = [head_put, *batches[-1], *(extra.transact_item for extra in extra_writes)]
-        optional_at = {len(final) - len(extra_writes) + i for i, extra in enumerate(extra_writes) if extra.optional}
+        offset = len(final) - len(extra_writes)
+        optional_at = {offset + i for i, extra in enumerate(extra_writes) if extra.optional}
+        guard_at = {offset + i for i, extra in enumerate(extra_writes) if extra.guard}
         try:
-            self._transact(final, optional_at=optional_at)
+            self._transact(final, optional_at=optional_at, guard_at=guard_at)
         except StoreUnavailable:
             # The commit may have been applied with its answer lost after botocore's
             # retries: then it must not be reported (and retried by the client) as unstored.
@@ -475,7 +481,7 @@ class DynamoDBSessionStore:
                 return start
             self._discard(written, commit)
             raise
-        except (_Conflict, _OptionalRefused):
+        except (_Conflict, _OptionalRefused, RunRevoked):
             self._discard(written, commit)
             raise
         return start
@@ -527,9 +533,16 @@ class DynamoDBSessionStore:
             return False
         return bool(reply.get("Item", {}).get("commit", {}).get("S") == commit)
 
-    def _transact(self, items: list[dict[str, Any]], *, optional_at: set[int] | frozenset[int] = frozenset()) -> None:
+    def _transact(
+        self,
+        items: list[dict[str, Any]],
+        *,
+        optional_at: set[int] | frozenset[int] = frozenset(),
+        guard_at: set[int] | frozenset[int] = frozenset(),
+    ) -> None:
         """One TransactWriteItems. The head, when there is one, comes first: its
-        condition failing is a `_Conflict`; an optional item's is `_OptionalRefused`."""
+        condition failing is a `_Conflict`; an optional item's is `_OptionalRefused`; a
+        guard's is `RunRevoked`."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -543,6 +556,8 @@ class DynamoDBSessionStore:
                 if any(r.get("Code") == "TransactionConflict" for r in reasons):
                     raise _Conflict(None) from None
                 refused = {i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"}
+                if refused & guard_at:
+                    raise RunRevoked() from None
                 if refused and refused <= optional_at:
                     raise _OptionalRefused() from None
             raise StoreUnavailable("could not write the turn") from error
@@ -804,7 +819,7 @@ def _item_bytes(transact_item: dict[str, Any]) -> int:
     """What an entry of a transaction counts towards its 4 MB: a Put's item, or the key
     (and condition) of a Delete."""
     action = transact_item.get("Put", {}).get("Item") or next(iter(transact_item.values()))
-    return len(json.dumps(action).encode())
+    return len(json.dumps(action, default=len).encode())  # a binary value counts about its length
 
 
 def _transaction_batches(

@@ -13,6 +13,7 @@ on the earlier summaries kept for listing.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 HEAD_SK = "SESSION"
@@ -47,8 +48,45 @@ def message_sk(seq: int) -> str:
     return f"{MESSAGE_PREFIX}{seq:012d}"
 
 
+@dataclass(frozen=True)
+class LogKey:
+    """Where a recorded answer lives (`core.store.events`)."""
+
+    pk: str
+    state_sk: str
+    """The run's state item; sorts after every batch of the log."""
+    event_prefix: str
+
+    def batch_sk(self, last_seq: int) -> str:
+        return f"{self.event_prefix}{last_seq:010d}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.pk}\0{self.state_sk}"
+
+
+RESPONSE_PREFIX = "RESPONSE#"
+EVENT_PREFIX = "EVENT#"
+"""A stored response's recorded events, by the last sequence number of each batch:
+they sort before its `RESPONSE` item, which holds the run's state."""
+STREAM_POINTER_SK = "STREAM"
+"""In a session partition: the id of the session's latest resumable chat answer. It
+and the answers' items (`STREAM#<id>#E<seq>`, `STREAM#<id>#S`) sort after the head,
+outside the turn's Query."""
+
+
 def response_pk(owner: str, response_id: str) -> str:
-    return f"RESPONSE#{owner}#{response_id}"
+    return f"{RESPONSE_PREFIX}{owner}#{response_id}"
+
+
+def response_log(pk: str) -> LogKey:
+    """The recorded events of the response whose partition is `pk`."""
+    return LogKey(pk=pk, state_sk=RESPONSE_SK, event_prefix=EVENT_PREFIX)
+
+
+def chat_stream_log(session: str, stream_id: str) -> LogKey:
+    """The recorded chunks of one resumable chat answer in the session partition `session`."""
+    return LogKey(pk=session, state_sk=f"STREAM#{stream_id}#S", event_prefix=f"STREAM#{stream_id}#E")
 
 
 def conversation_pk(owner: str, name: str) -> str:

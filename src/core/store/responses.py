@@ -41,12 +41,13 @@ from typing import Any
 
 import anyio
 
-from core.store import keys, summaries
+from core.store import events, keys, summaries
 from core.store.base import (
     AppendResult,
     ChainHistory,
     ConversationPointer,
     NewTurn,
+    RecordedCommit,
     SessionKey,
     SessionState,
     StoredResponse,
@@ -129,14 +130,20 @@ class DynamoDBResponseStore:
         item = reply.get("Item")
         if item is None or is_expired(item, self.now()):
             return None
+        body = json.loads(item["body"]["S"])
+        if "status" in item:
+            body["status"] = item["status"]["S"]  # a run's state moves ahead of its body
         return StoredResponse(
             response_id=response_id,
             session_id=item["session_id"]["S"],
             position=int(item["position"]["N"]),
             created_at=float(item["created_at"]["N"]),
             expires_at=int(item["expires_at"]["N"]) if "expires_at" in item else None,
-            body=json.loads(item["body"]["S"]),
+            body=body,
             input_count=int(item["input_count"]["N"]) if "input_count" in item else None,
+            status=str(body.get("status")),
+            recorded="last_seq" in item,
+            background=bool(item.get("background", {}).get("BOOL", False)),
         )
 
     @staticmethod
@@ -155,7 +162,51 @@ class DynamoDBResponseStore:
             item["expires_at"] = number_attr(response.expires_at)
         if response.input_count is not None:
             item["input_count"] = number_attr(response.input_count)
+        if response.recorded:
+            item["status"] = string_attr(response.status)
+            item["background"] = {"BOOL": response.background}
         return item
+
+    async def open_response(
+        self,
+        owner: str,
+        response: StoredResponse,
+        *,
+        worker: str | None,
+        lease_until: float | None,
+        request: dict[str, Any] | None = None,
+    ) -> None:
+        """The item of a response that starts running (or is queued: `worker` None and
+        `request`, what a background worker needs to run it). Its events follow in its
+        partition; its turn's transaction replaces it when it is done."""
+        item = self._response_item(owner, response)
+        item["last_seq"] = number_attr(-1)
+        if worker is not None:
+            item["worker"] = string_attr(worker)
+        if lease_until is not None:
+            item["lease_until"] = number_attr(round(lease_until, 3))
+        if request is not None:
+            item["request"] = string_attr(_json(request))
+        await anyio.to_thread.run_sync(self._put_new, item)
+
+    def _put_new(self, item: dict[str, Any]) -> None:
+        with store_errors():
+            self.client.put_item(TableName=self.table_name, Item=item, ConditionExpression="attribute_not_exists(pk)")
+
+    async def get_request(self, owner: str, response_id: str) -> dict[str, Any] | None:
+        """What a queued background response was asked (`open_response`'s `request`)."""
+        return await anyio.to_thread.run_sync(self._get_request, owner, response_id)
+
+    def _get_request(self, owner: str, response_id: str) -> dict[str, Any] | None:
+        with store_errors():
+            reply = self.client.get_item(
+                TableName=self.table_name,
+                Key={"pk": string_attr(response_pk(owner, response_id)), "sk": string_attr(RESPONSE_SK)},
+                ConsistentRead=True,
+                ProjectionExpression="request",
+            )
+        raw = reply.get("Item", {}).get("request", {}).get("S")
+        return json.loads(raw) if raw else None
 
     async def append_response(
         self,
@@ -166,10 +217,13 @@ class DynamoDBResponseStore:
         fresh_session: bool,
         response: StoredResponse,
         retire: ConversationPointer | None = None,
+        recorded: RecordedCommit | None = None,
     ) -> tuple[AppendResult, StoredResponse]:
         """The turn and the response item in ONE transaction, with a link to the response
         in the session partition (so deleting the session deletes it). A failure stores
-        neither. Returns the append's result and the response as stored (its position)."""
+        neither. Returns the append's result and the response as stored (its position).
+        A recorded response's last events go in the same transaction, guarded: when its
+        run was cancelled first, nothing is stored and `RunRevoked` is raised."""
         stored: list[StoredResponse] = []
 
         def extras(position: int, expires_at: int | None) -> list[ExtraWrite]:
@@ -177,10 +231,19 @@ class DynamoDBResponseStore:
             stored[:] = [placed]
             item = self._response_item(key.owner, placed)
             link = link_item(session_pk(key), item["pk"]["S"], RESPONSE_SK, expires_at)
-            writes = [
-                ExtraWrite({"Put": {"TableName": self.table_name, "Item": item}}),
-                ExtraWrite({"Put": {"TableName": self.table_name, "Item": link}}),
-            ]
+            put: dict[str, Any] = {"TableName": self.table_name, "Item": item}
+            writes = [ExtraWrite({"Put": put}), ExtraWrite({"Put": {"TableName": self.table_name, "Item": link}})]
+            if recorded is not None:
+                condition, names, values = events.guard(recorded.worker)
+                put.update(
+                    ConditionExpression=condition, ExpressionAttributeNames=names, ExpressionAttributeValues=values
+                )
+                writes[0] = ExtraWrite({"Put": put}, guard=True)
+                log = keys.response_log(item["pk"]["S"])
+                if recorded.events:
+                    item["last_seq"] = number_attr(recorded.events[-1][0])
+                    batch = events.batch_put(self.table_name, log, recorded.events, expires_at)
+                    writes.append(ExtraWrite(batch))
             if retire is not None:
                 pointer_key = {
                     "pk": string_attr(conversation_pk(key.owner, retire.name)),
@@ -199,14 +262,21 @@ class DynamoDBResponseStore:
         return await anyio.to_thread.run_sync(self._delete_response, owner, response_id)
 
     def _delete_response(self, owner: str, response_id: str) -> bool:
-        """One conditional DeleteItem; False when there was no live item to delete."""
+        """One conditional DeleteItem, then its recorded events (a run still going is
+        refused its next write, and stops); False when there was no live item to delete."""
         refused: list[bool] = []
+        old: dict[str, Any] = {}
         with unless_refused(refused):
-            self.client.delete_item(
+            old = self.client.delete_item(
                 TableName=self.table_name,
                 Key={"pk": string_attr(response_pk(owner, response_id)), "sk": string_attr(RESPONSE_SK)},
                 ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(expires_at) OR expires_at > :now)",
                 ExpressionAttributeValues={":now": number_attr(int(self.now()))},
+                ReturnValues="ALL_OLD",
+            )
+        if not refused and "last_seq" in old.get("Attributes", {}):
+            events.DynamoDBEventLog(self.client, self.table_name).delete_log(
+                keys.response_log(response_pk(owner, response_id))
             )
         return not refused
 

@@ -1,0 +1,55 @@
+"""Follow a run from any process: replay what was missed, then the live events.
+
+In the process that runs it, a follower reads the run's broadcast (`hub`); anywhere
+else it polls the store (`core.store.events`): one consistent Query every
+`poll_seconds` returns the new batches and the run's state together. A follower never
+sees an event twice or out of order (it asks for events after the last it gave, and
+a batch is written once), and it ends when the run has ended and every event up to
+the last recorded one has been given. A run whose lease lapsed (its worker died) is
+ended as failed by the first follower that notices (`end_lapsed`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import anyio
+
+from core.resumable.hub import HUB, Event, Hub
+from core.resumable.recorder import RecordingPolicy
+from core.store.events import DynamoDBEventLog, RunState
+from core.store.keys import LogKey
+
+OnLapsed = Callable[[RunState], Awaitable[None]]
+
+
+async def follow(
+    log: DynamoDBEventLog,
+    key: LogKey,
+    after: int,
+    *,
+    policy: RecordingPolicy,
+    on_lapsed: OnLapsed,
+    hub: Hub = HUB,
+    clock: Callable[[], float] = time.time,
+) -> AsyncIterator[Event]:
+    broadcast = hub.get(key.name)
+    if broadcast is not None and broadcast.covers(after):
+        async for seq, text in broadcast.follow(after):
+            yield seq, text
+            after = seq
+    while True:
+        read = await anyio.to_thread.run_sync(log.read, key, after)
+        for seq, text in read.events:
+            yield seq, text
+            after = seq
+        state = read.state
+        if state is None:
+            return  # deleted meanwhile
+        if state.finished and (after >= state.last_seq or not read.events):
+            return  # a consistent read of an ended run: nothing more will come
+        if state.lapsed(clock()):
+            await on_lapsed(state)
+            continue
+        await anyio.sleep(policy.poll_seconds)
