@@ -16,6 +16,10 @@ from core.providers.echo import message_text
 from core.wire import SYSTEM_ROLES, ChatMessage
 
 SESSION_HEADER = "X-Hermes-Session-Id"
+RESUMABLE_HEADER = "X-Threadline-Resumable"
+"""`true` on a streamed chat completion: record it so that it runs on and can be resumed."""
+STREAM_ID_HEADER = "X-Threadline-Stream-Id"
+"""On a resumed stream: which answer it is (the completion id its chunks carry)."""
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 TITLE_LENGTH = 80
 

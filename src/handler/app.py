@@ -17,8 +17,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import telemetry
 from core.chat import ChatService
+from core.chat_streams import open_frames, wants_resumable
 from core.errors import ApiError, not_found, unavailable, validation_error
-from core.sessions import SESSION_HEADER
+from core.sessions import RESUMABLE_HEADER, SESSION_HEADER
 from core.settings import Settings, get_settings
 from core.sse import KEEPALIVE_SECONDS, open_chat_stream
 from core.store.base import StoreUnavailable
@@ -28,7 +29,7 @@ from handler.after_response import AfterResponseMiddleware
 from handler.auth import AuthMiddleware, KeyRing, check_startup
 from handler.conversations_api import router as conversations_router
 from handler.cors import CorsMiddleware
-from handler.deps import chat_service, principal_of
+from handler.deps import chat_service, principal_of, resumable_chat
 from handler.middleware import BodyLimitMiddleware, ErrorShieldMiddleware
 from handler.observability import TelemetryMiddleware
 from handler.page import router as page_router
@@ -110,9 +111,18 @@ def create_app(
 
         if not chat_request.stream:
             return await answers.buffered(request, owner=owner, body=body, answer=answer)
+        resumable = wants_resumable(request.headers.get(RESUMABLE_HEADER))
         turn = await chat.prepare(chat_request, session_header=session_header, owner=owner)
+        if not resumable:
+            # A plain stream: it ends (and the model call with it) when its client leaves.
+            return await answers.streamed(
+                request, session_id=turn.session_id, opening=open_chat_stream(chat.stream(turn), keepalive_seconds)
+            )
+        # Recorded: it runs on when its client leaves, who resumes it by session id.
+        started = await resumable_chat(request).start(turn)
+        events = started.run.recorder.broadcast.follow(-1)
         return await answers.streamed(
-            request, session_id=turn.session_id, opening=open_chat_stream(chat.stream(turn), keepalive_seconds)
+            request, session_id=turn.session_id, opening=open_frames(events, started.failure, keepalive_seconds)
         )
 
     @app.get("/v1/models", response_model=None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.sessions import SESSION_HEADER
+from core.sessions import RESUMABLE_HEADER, SESSION_HEADER, STREAM_ID_HEADER
 
 ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"
 ALLOWED_HEADERS = frozenset(
@@ -20,6 +20,7 @@ ALLOWED_HEADERS = frozenset(
         "content-type",
         "idempotency-key",
         SESSION_HEADER.lower(),
+        RESUMABLE_HEADER.lower(),
         "openai-organization",
         "openai-project",
         "openai-beta",
@@ -28,7 +29,7 @@ ALLOWED_HEADERS = frozenset(
     }
 )
 ALLOWED_HEADER_PREFIXES = ("x-stainless-",)
-EXPOSED_HEADERS = SESSION_HEADER
+EXPOSED_HEADERS = f"{SESSION_HEADER}, {STREAM_ID_HEADER}"
 MAX_AGE_SECONDS = "600"
 
 

@@ -20,6 +20,7 @@ from core.store.client import get_dynamodb_client
 
 if TYPE_CHECKING:
     from core.background import Dispatcher
+    from core.chat_streams import ResumableChat
     from core.conversations import ConversationsService
     from core.responses.recorded import RecordedResponses
     from core.resumable.recorder import RecordingPolicy
@@ -128,3 +129,10 @@ def conversations_service(request: Request) -> ConversationsService:
 
     chat = chat_service(request)
     return ConversationsService(chat.store, DynamoDBResponseStore(chat.store))  # type: ignore[arg-type]
+
+
+def resumable_chat(request: Request) -> ResumableChat:
+    """Resumable chat answers, recorded in the sessions table beside their session."""
+    from core.chat_streams import ResumableChat
+
+    return ResumableChat(chat_service(request), event_log(request.app), recording_policy(request.app))

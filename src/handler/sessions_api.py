@@ -9,12 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
 
+from core.chat_streams import open_frames
 from core.compaction import CompactionFailed
 from core.errors import ApiError, bad_request, not_found, unavailable
-from core.sessions import validate_session_id
+from core.sessions import SESSION_HEADER, STREAM_ID_HEADER, validate_session_id
+from core.sse import KEEPALIVE_SECONDS
 from core.store.base import InvalidCursor, SessionKey, StoredMessage, Summary
-from handler.deps import chat_service, principal_of
+from handler.deps import chat_service, principal_of, resumable_chat
 from handler.parsing import page_parameters, path_param, path_parameters, small_int
 
 router = APIRouter()
@@ -186,3 +189,56 @@ async def delete_session(request: Request) -> dict[str, Any]:
     if not await chat_service(request).store.delete_session(_session_key(request, session_id)):
         raise _missing(session_id)
     return {"id": session_id, "object": "session.deleted", "deleted": True}
+
+
+@router.get(
+    "/v1/sessions/{session_id}/stream",
+    response_model=None,
+    openapi_extra={
+        "parameters": [
+            *path_parameters("session_id")["parameters"],
+            {
+                "name": "after",
+                "in": "query",
+                "required": False,
+                "description": "How many chunks of the answer the client already has.",
+                "schema": {"type": "integer", "minimum": 0, "default": 0},
+            },
+        ]
+    },
+)
+async def resume_stream(request: Request) -> Response:
+    """The session's latest resumable answer (started with `X-Threadline-Resumable: true`)
+    from chunk number `after` on, then live until it ends, as the same SSE frames."""
+    key = _session_key(request, path_param(request, "session_id"))
+    raw_after = request.query_params.get("after")
+    after = 0 if raw_after is None else small_int(raw_after)
+    if after is None:
+        raise bad_request(
+            "Invalid value for 'after': expected how many chunks you already have (a non-negative integer).",
+            param="after",
+            code="invalid_value",
+        )
+    stream_id, events = await resumable_chat(request).resume(key, after)
+    keepalive = float(getattr(request.app.state, "keepalive_seconds", KEEPALIVE_SECONDS))
+    frames = await open_frames(events, [], keepalive)
+    return StreamingResponse(
+        frames,
+        media_type="text/event-stream",
+        headers={
+            SESSION_HEADER: key.session_id,
+            STREAM_ID_HEADER: stream_id,
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        },
+    )
+
+
+@router.post(
+    "/v1/sessions/{session_id}/stream/cancel", response_model=None, openapi_extra=path_parameters("session_id")
+)
+async def cancel_stream(request: Request) -> dict[str, Any]:
+    """Stop the session's latest resumable answer: the model call ends, the turn is not
+    stored, and its followers get what was sent so far, then `[DONE]`."""
+    key = _session_key(request, path_param(request, "session_id"))
+    return await resumable_chat(request).cancel(key)

@@ -21,6 +21,7 @@ class Broadcast:
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.closed = False
+        self.loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
 
     def publish(self, seq: int, text: str) -> None:
@@ -62,7 +63,12 @@ class Hub:
         return broadcast
 
     def get(self, name: str) -> Broadcast | None:
-        return self._live.get(name)
+        """The run's broadcast if it runs on this event loop (a process may hold several
+        servers, each with its loop: to the others it is like another process)."""
+        broadcast = self._live.get(name)
+        if broadcast is None or broadcast.loop is not asyncio.get_running_loop():
+            return None
+        return broadcast
 
     def close(self, name: str, broadcast: Broadcast) -> None:
         broadcast.close()

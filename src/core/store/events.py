@@ -160,6 +160,35 @@ class DynamoDBEventLog:
             return
         self._transact([{"Update": update}, batch_put(self.table_name, key, events, expires_at)], guarded_at=0)
 
+    def open(
+        self,
+        key: LogKey,
+        *,
+        worker: str,
+        lease_until: float,
+        expires_at: int | None,
+        attrs: dict[str, Any],
+        also: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Write a new run's state item (in progress, held by `worker`), with `also`
+        (whole items, such as a pointer to the run) in the same transaction."""
+        state: dict[str, Any] = {
+            **attrs,
+            "pk": string_attr(key.pk),
+            "sk": string_attr(key.state_sk),
+            "status": string_attr("in_progress"),
+            "worker": string_attr(worker),
+            "lease_until": number_attr(round(lease_until, 3)),
+            "last_seq": number_attr(-1),
+        }
+        if expires_at is not None:
+            state["expires_at"] = number_attr(expires_at)
+        items = [
+            {"Put": {"TableName": self.table_name, "Item": state, "ConditionExpression": "attribute_not_exists(sk)"}}
+        ]
+        items += [{"Put": {"TableName": self.table_name, "Item": item}} for item in also or []]
+        self._transact(items, guarded_at=len(items))
+
     def claim(self, key: LogKey, *, worker: str, lease_until: float) -> RunState | None:
         """Take a queued run (a background job). None when it is not queued any more: a
         duplicate or retried invocation, a cancel that came first."""
