@@ -108,6 +108,7 @@ class ResumableChat:
         except StoreUnavailable:
             raise unavailable("The answer could not be recorded, so it was not started. Retry the request.") from None
         recorder = Recorder(self.log, key, worker=worker, expires_at=expires, policy=self.policy, clock=self.clock)
+        recorder.on_cancel = lambda _seq: ([DONE_EVENT], {})
         failure: list[ApiError] = []
         counter = iter(range(1 << 62))
 
@@ -159,7 +160,7 @@ class ResumableChat:
         stream_id, log_key = await self.latest(key)
 
         async def on_lapsed(state: RunState) -> None:
-            await self._end(log_key, state, "failed")
+            await self._end(log_key, state, "cancelled" if state.cancel_requested else "failed")
 
         return stream_id, follow(
             self.log, log_key, after - 1, policy=self.policy, on_lapsed=on_lapsed, clock=self.clock
@@ -167,21 +168,28 @@ class ResumableChat:
 
     async def cancel(self, key: SessionKey) -> dict[str, Any]:
         """Stop the session's latest answer if it is still running: its model call ends
-        and its turn is not stored."""
+        and its turn is not stored. Waits (10 s at most) for its worker to end it, or for
+        its lease to lapse when the worker is gone."""
         stream_id, log_key = await self.latest(key)
-        for _attempt in range(10):
+        deadline = time.monotonic() + 10.0
+        while True:
             state = await anyio.to_thread.run_sync(self.log.get_state, log_key)
             if state is None:
-                break
-            if state.finished or await self._end(log_key, state, "cancelled"):
-                final = state.status if state.finished else "cancelled"
+                raise not_found(f"Session '{key.session_id[:128]}' has no resumable answer.", param="session_id")
+            if state.finished:
                 return {
                     "object": "chat.completion.stream",
                     "id": stream_id,
                     "session_id": key.session_id,
-                    "status": final,
+                    "status": state.status,
                 }
-        raise unavailable("The answer kept changing while it was being cancelled; retry the request.")
+            if state.lapsed(self.clock()):
+                await self._end(log_key, state, "cancelled")
+            elif not state.cancel_requested:
+                await anyio.to_thread.run_sync(self.log.request_cancel, log_key, state)
+            if time.monotonic() > deadline:
+                raise unavailable("The answer did not stop in time; its cancel is recorded, retry to see it end.")
+            await anyio.sleep(self.policy.poll_seconds)
 
     async def _end(self, key: LogKey, state: RunState, status: str) -> bool:
         last = DONE_TEXT if status == "cancelled" else event_json(ApiError(500, DIED, code="worker_stopped").body())

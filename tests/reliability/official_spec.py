@@ -20,6 +20,7 @@ OPERATIONS = [
     "createResponse",
     "getResponse",
     "deleteResponse",
+    "cancelResponse",
     "listInputItems",
     "listModels",
     "retrieveModel",
@@ -38,6 +39,7 @@ of the spec's paths that is not listed here)."""
 STREAM_SCHEMAS = {
     "createChatCompletion": "CreateChatCompletionStreamResponse",
     "createResponse": "ResponseStreamEvent",
+    "getResponse": "ResponseStreamEvent",
 }
 """What each `data:` payload of a streamed answer must be (the spec's text/event-stream
 schema for the operation)."""
@@ -56,6 +58,11 @@ SPEC_EXCEPTIONS: dict[tuple[str, int], SpecException] = {
         "The spec documents a bare `Error` for this one 404, while every other operation "
         'wraps it in `{"error": {...}}` (ErrorResponse), as the live API and the SDKs do '
         "(they read body['error']). Threadline answers the wrapped shape everywhere.",
+    ),
+    ("cancelResponse", 404): SpecException(
+        "ErrorResponse",
+        "As for deleteResponse: the spec documents a bare `Error` for this 404, while the live "
+        "API and the SDKs use the wrapped `{\"error\": {...}}` shape everywhere.",
     ),
     ("deleteResponse", 200): SpecException(
         None,

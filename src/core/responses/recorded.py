@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("threadline.responses.recorded")
 
+CANCEL_WAIT_SECONDS = 10.0
+"""How long a cancel waits for a running response to stop (its worker notices within
+`flush_seconds` while the model streams, within a second while it is quiet)."""
+
 QUEUE_SECONDS = 900.0
 """How long a background response may stay queued (its job not started) before a
 reader ends it as failed: above the asynchronous invocation's maximum event age in
@@ -143,6 +147,14 @@ class RecordedResponses:
         )
         prepared.recorder = recorder
 
+        def on_cancel(seq: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+            live = prepared.run
+            body = live.cancelled_body() if live is not None else self.service.initial_body(prepared, "cancelled")
+            terminal = {"type": "response.failed", "response": body, "sequence_number": seq}
+            return [terminal], {"body": string_attr(event_json(body))}
+
+        recorder.on_cancel = on_cancel
+
         def ending(last: dict[str, Any] | None) -> runs.Ending:
             if last is not None and last.get("type") in ("response.completed", "response.incomplete"):
                 return None  # the turn's transaction recorded it
@@ -209,8 +221,13 @@ class RecordedResponses:
         state = await anyio.to_thread.run_sync(self.log.get_state, key)
         if state is None or not state.lapsed(self.clock()):
             return False
-        message = NEVER_STARTED if state.status == "queued" else DIED
-        return await self._finish(key, state, "failed", message)
+        return await self._end_lapsed(key, state)
+
+    async def _end_lapsed(self, key: LogKey, state: RunState) -> bool:
+        """A run whose worker is gone: cancelled if that was asked, else failed."""
+        if state.cancel_requested:
+            return await self._finish(key, state, "cancelled", None)
+        return await self._finish(key, state, "failed", NEVER_STARTED if state.status == "queued" else DIED)
 
     async def stream(self, owner: str, response_id: str, after: int) -> AsyncIterator[tuple[int, str]]:
         """The response's events after sequence number `after`, then its live ones."""
@@ -225,18 +242,23 @@ class RecordedResponses:
         key = self._key(owner, response_id)
 
         async def on_lapsed(state: RunState) -> None:
-            await self._finish(key, state, "failed", NEVER_STARTED if state.status == "queued" else DIED)
+            await self._end_lapsed(key, state)
 
         return follow(self.log, key, after, policy=self.policy, on_lapsed=on_lapsed, clock=self.clock)
 
     # -- cancel -----------------------------------------------------------------------
 
     async def cancel(self, owner: str, response_id: str) -> dict[str, Any]:
+        """A queued response ends at once; a running one is asked to stop, and this waits
+        (`CANCEL_WAIT_SECONDS` at most) for its worker to end it, or for its lease to
+        lapse when the worker is gone."""
         if not is_response_id(response_id):
             raise _missing(response_id)
         key = self._key(owner, response_id)
-        for _attempt in range(10):
-            stored = await self.service.retrieve(owner, response_id)
+        deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+        asked = False
+        while True:
+            stored = await self.retrieve(owner, response_id)
             if not stored.background:
                 raise bad_request(
                     "Only background responses can be cancelled: this one was created without 'background'.",
@@ -245,6 +267,8 @@ class RecordedResponses:
             if stored.status == "cancelled":
                 return stored.body
             if stored.status not in ("queued", "in_progress"):
+                if asked:
+                    return stored.body  # it finished before it saw the cancel
                 raise bad_request(
                     f"Response '{response_id[:128]}' has already ended (status '{stored.status}'): only a queued or "
                     "in-progress response can be cancelled.",
@@ -253,9 +277,13 @@ class RecordedResponses:
             state = await anyio.to_thread.run_sync(self.log.get_state, key)
             if state is None:
                 raise _missing(response_id)
-            if await self._finish(key, state, "cancelled", None):
-                return (await self.service.retrieve(owner, response_id)).body
-        raise unavailable("The response kept changing while it was being cancelled; retry the request.")
+            if state.status == "queued" or state.lapsed(self.clock()):
+                await self._finish(key, state, "cancelled", None)
+            elif not state.cancel_requested:
+                asked = await anyio.to_thread.run_sync(self.log.request_cancel, key, state) or asked
+            if time.monotonic() > deadline:
+                raise unavailable("The response did not stop in time; its cancel is recorded, retry to see it end.")
+            await anyio.sleep(0.05 if not asked else self.policy.poll_seconds)
 
     # -- ending a run from outside it -----------------------------------------------------
 

@@ -122,6 +122,8 @@ class PreparedResponse:
     failure: ApiError | None = None
     """Set by `stream` when the response failed (the face may still answer with a status)."""
     background: bool = False
+    run: Any = None
+    """The response as it is being produced (set by `stream`): what a cancel ends with."""
     recorder: Recorder | None = None
     """The run's recorder when the response is recorded (`core.responses.recorded`)."""
 
@@ -319,6 +321,13 @@ class _Run:
         body = self.final_body()
         kind = "response.completed" if body["status"] == "completed" else "response.incomplete"
         return self._event(kind, response=body)
+
+    def cancelled_body(self) -> dict[str, Any]:
+        """The Response as a cancel leaves it: its output so far, unfinished items incomplete."""
+        for slot in self.slots:
+            if slot.status == "in_progress":
+                slot.status = "incomplete"
+        return self.body("cancelled")
 
     def failed(self, error: ApiError) -> dict[str, Any]:
         if error.status == 429:
@@ -667,6 +676,7 @@ class ResponsesService:
         left in `prepared.failure`, so a face that has not sent anything yet can
         answer with a plain HTTP error instead."""
         run = _Run(prepared)
+        prepared.run = run
         for event in run.opening():
             yield event
         try:
@@ -684,7 +694,7 @@ class ResponsesService:
                 raise
         except RunRevoked:
             if prepared.recorder is not None:
-                prepared.recorder.revoked_by_commit()  # cancelled: nothing stored, nothing more sent
+                await prepared.recorder.refused()  # cancelled first: nothing stored, the run ends
             return
         except ApiError as error:
             prepared.failure = error

@@ -18,7 +18,7 @@ import anyio
 
 from core.resumable.hub import HUB, Event, Hub
 from core.resumable.recorder import RecordingPolicy
-from core.store.events import DynamoDBEventLog, RunState
+from core.store.events import DynamoDBEventLog, LogRead, RunState
 from core.store.keys import LogKey
 
 OnLapsed = Callable[[RunState], Awaitable[None]]
@@ -39,17 +39,31 @@ async def follow(
         async for seq, text in broadcast.follow(after):
             yield seq, text
             after = seq
+    gave_end = False
     while True:
         read = await anyio.to_thread.run_sync(log.read, key, after)
         for seq, text in read.events:
             yield seq, text
             after = seq
+            gave_end = state_seq_is_end(read, seq)
         state = read.state
         if state is None:
             return  # deleted meanwhile
         if state.finished and (after >= state.last_seq or not read.events):
+            if state.ended_outside and after >= state.last_seq >= 0 and not gave_end:
+                # Ended by a reader after its worker died: the client may have seen, from
+                # the worker's own process, events it never recorded, under the numbers
+                # the end now has. It gets the end, whatever number it is at.
+                ending = await anyio.to_thread.run_sync(log.read, key, state.last_seq - 1)
+                for seq, text in ending.events[-1:]:
+                    yield seq, text
             return  # a consistent read of an ended run: nothing more will come
         if state.lapsed(clock()):
             await on_lapsed(state)
             continue
         await anyio.sleep(policy.poll_seconds)
+
+
+def state_seq_is_end(read: LogRead, seq: int) -> bool:
+    """Whether `seq` is the last event of an ended run (so the follower gave the end)."""
+    return read.state is not None and read.state.finished and seq == read.state.last_seq

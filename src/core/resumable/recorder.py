@@ -8,8 +8,13 @@ model's pace within that; one streamed in 2 s is about 8. A run waiting for its 
 still renews its lease every `lease_seconds / 3`, so a run whose worker died is known
 to be dead `lease_seconds` after its last write.
 
-A refused write means the run is no longer this worker's (cancelled, deleted): the
-recorder calls `on_revoked`, which stops the producer (and with it the model call).
+A cancel is a request on the run's state (`cancel_requested`): the worker's next
+write is refused, and the worker itself ends the run, recording what it had pending
+and the face's last events (`on_cancel`) under its own guard, so that every event it
+handed to followers in this process is also the one recorded under its number. While
+idle it looks for a cancel every `cancel_check_seconds`. Any other refused write means
+the run is no longer this worker's (deleted, or ended as dead by a reader). Either
+way the recorder calls `on_revoked`, which stops the producer (and the model call).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class RecordingPolicy:
     """A run not heard from for this long is dead: anyone may end it as failed."""
     poll_seconds: float = 0.1
     """How often a follower in another process reads the log while the run is live."""
+    cancel_check_seconds: float = 1.0
+    """How often an idle run (its model quiet) reads its state for a cancel."""
 
 
 class Recorder:
@@ -71,6 +78,11 @@ class Recorder:
         self.revoked = False
         self.writes = 0
         self.on_revoked: Callable[[], None] = lambda: None
+        self.on_cancel: Callable[[int], tuple[list[dict[str, Any]], dict[str, Any]]] = lambda _seq: ([], {})
+        """Given the next sequence number: the events that end a cancelled run, and the
+        state attributes to set (a Response body)."""
+        self.last_added = -1
+        self._last_check = time.monotonic()
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._last_write = time.monotonic()
@@ -81,6 +93,7 @@ class Recorder:
     def add(self, seq: int, event: dict[str, Any]) -> None:
         """One event of the run: to this process's followers now, to the store soon."""
         text = event_json(event)
+        self.last_added = max(self.last_added, seq)
         self.broadcast.publish(seq, text)
         if seq <= self.recorded:
             return  # already written (a terminal event written with the turn's commit)
@@ -100,11 +113,20 @@ class Recorder:
             if self._closed:
                 return
             idle = time.monotonic() - self._last_write
-            if self.pending or idle >= self.policy.lease_seconds / 3:
-                try:
+            try:
+                if self.pending or idle >= self.policy.lease_seconds / 3:
                     await self.flush()
-                except StoreUnavailable:
-                    logger.warning("could not record events; retrying", extra={"log": self.key.pk})
+                elif time.monotonic() - self._last_check >= self.policy.cancel_check_seconds:
+                    await self._check_cancel()
+            except StoreUnavailable:
+                logger.warning("could not record events; retrying", extra={"log": self.key.pk})
+
+    async def _check_cancel(self) -> None:
+        self._last_check = time.monotonic()
+        state = await anyio.to_thread.run_sync(self.log.get_state, self.key)
+        if state is not None and state.cancel_requested:
+            async with self._lock:
+                await self._refused()
 
     async def flush(self, *, status: str | None = None, attrs: dict[str, Any] | None = None) -> None:
         async with self._lock:
@@ -127,7 +149,7 @@ class Recorder:
                 )
             )
         except RunRevoked:
-            self._revoke()
+            await self._refused()
             return
         self.writes += 1
         self._last_write = time.monotonic()
@@ -150,14 +172,50 @@ class Recorder:
         self.pending = [event for event in self.pending if event[0] > last_seq]
         self.pending_bytes = sum(len(text) for _seq, text in self.pending)
 
+    async def refused(self) -> None:
+        """A write of the run outside the recorder (a commit) was refused."""
+        async with self._lock:
+            await self._refused()
+
+    async def _refused(self) -> None:
+        """Why the run's write was refused: a cancel (end it, as cancelled, with what this
+        worker handed out) or the run taken away (stop)."""
+        if self.revoked:
+            return
+        try:
+            state = await anyio.to_thread.run_sync(self.log.get_state, self.key)
+            if state is not None and state.cancel_requested and state.worker == self.worker:
+                closing, attrs = self.on_cancel(self.last_added + 1)
+                for event in closing:
+                    self.add(
+                        int(event["sequence_number"]) if "sequence_number" in event else self.last_added + 1, event
+                    )
+                events = list(self.pending)
+                await anyio.to_thread.run_sync(
+                    lambda: self.log.flush(
+                        self.key,
+                        events,
+                        worker=self.worker,
+                        lease_until=self.clock(),
+                        expires_at=self.expires_at,
+                        status="cancelled",
+                        attrs=attrs,
+                        cancellable=False,
+                    )
+                )
+                self.writes += 1
+                if events:
+                    self.recorded = events[-1][0]
+                self.pending.clear()
+        except (RunRevoked, StoreUnavailable):
+            logger.warning("could not end a cancelled run", extra={"log": self.key.pk})
+        self._revoke()
+
     def _revoke(self) -> None:
         if not self.revoked:
             self.revoked = True
             logger.info("run revoked: stopping", extra={"log": self.key.pk})
             self.on_revoked()
-
-    def revoked_by_commit(self) -> None:
-        self._revoke()
 
     def close(self) -> None:
         self._closed = True

@@ -25,6 +25,7 @@ their field names and ids: about 6x smaller), in a binary attribute.
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -46,6 +47,11 @@ class RunState:
     last_seq: int
     """The last event recorded (-1: none yet)."""
     item: dict[str, Any] = field(repr=False)
+    cancel_requested: bool = False
+    """Someone asked to cancel the run; its worker ends it at its next write."""
+    ended_outside: bool = False
+    """Ended by someone else than its worker (`end`): the worker may have handed out
+    events it never recorded, under the numbers its last event now has."""
 
     @property
     def finished(self) -> bool:
@@ -75,6 +81,8 @@ def parse_state(item: dict[str, Any]) -> RunState:
         lease_until=float(item["lease_until"]["N"]) if "lease_until" in item else None,
         last_seq=int(item["last_seq"]["N"]) if "last_seq" in item else -1,
         item=item,
+        cancel_requested="cancel_requested" in item,
+        ended_outside="ended_outside" in item,
     )
 
 
@@ -102,10 +110,14 @@ def batch_put(table: str, key: LogKey, events: list[tuple[int, str]], expires_at
     return {"Put": {"TableName": table, "Item": item, "ConditionExpression": "attribute_not_exists(sk)"}}
 
 
-def guard(worker: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """The condition every write of a running worker carries: still its run, still going."""
+def guard(worker: str, *, cancellable: bool = True) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The condition every write of a running worker carries: still its run, still going,
+    and (unless it is the write that ends it as cancelled) nobody asked to cancel it."""
+    condition = "#worker = :me AND #status = :running"
+    if cancellable:
+        condition += " AND attribute_not_exists(cancel_requested)"
     return (
-        "#worker = :me AND #status = :running",
+        condition,
         {"#worker": "worker", "#status": "status"},
         {":me": string_attr(worker), ":running": string_attr("in_progress")},
     )
@@ -130,11 +142,13 @@ class DynamoDBEventLog:
         expires_at: int | None,
         status: str | None = None,
         attrs: dict[str, Any] | None = None,
+        cancellable: bool = True,
     ) -> None:
         """Record `events` (possibly none: a heartbeat) and renew the lease; with
         `status`, end the run. Raises `RunRevoked` when the run is no longer this
-        worker's: nothing was written then."""
-        condition, names, values = guard(worker)
+        worker's, or a cancel was asked (unless `cancellable` is False: the write that
+        ends it as cancelled): nothing was written then."""
+        condition, names, values = guard(worker, cancellable=cancellable)
         sets = ["lease_until = :lease"]
         values = {**values, ":lease": number_attr(round(lease_until, 3))}
         if events:
@@ -216,6 +230,30 @@ class DynamoDBEventLog:
 
     # -- anyone's side --------------------------------------------------------------
 
+    def request_cancel(self, key: LogKey, seen: RunState) -> bool:
+        """Ask the run's worker to end it as cancelled (it does at its next write, within
+        `flush_seconds` while it streams, a second when idle). False when the run moved
+        on meanwhile (ended, or taken by another worker)."""
+        try:
+            with store_errors():
+                self.client.update_item(
+                    TableName=self.table_name,
+                    Key={"pk": string_attr(key.pk), "sk": string_attr(key.state_sk)},
+                    UpdateExpression="SET cancel_requested = :now",
+                    ConditionExpression="#status = :running AND #worker = :seen",
+                    ExpressionAttributeNames={"#status": "status", "#worker": "worker"},
+                    ExpressionAttributeValues={
+                        ":now": number_attr(int(time.time())),
+                        ":running": string_attr("in_progress"),
+                        ":seen": string_attr(seen.worker or ""),
+                    },
+                )
+        except StoreUnavailable as error:
+            if refused_by_condition(error):
+                return False
+            raise
+        return True
+
     def read(self, key: LogKey, after: int) -> LogRead:
         """The events after sequence number `after`, and the run's state."""
         request: dict[str, Any] = {
@@ -277,7 +315,8 @@ class DynamoDBEventLog:
         if seen.lease_until is not None:
             condition += " AND lease_until = :seen_lease"
             values[":seen_lease"] = number_attr(seen.lease_until)
-        sets = ["#status = :status"]
+        sets = ["#status = :status", "ended_outside = :true"]
+        values[":true"] = {"BOOL": True}
         if last_events:
             sets.append("last_seq = :last")
             values[":last"] = number_attr(last_events[-1][0])

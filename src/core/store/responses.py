@@ -203,7 +203,8 @@ class DynamoDBResponseStore:
                 TableName=self.table_name,
                 Key={"pk": string_attr(response_pk(owner, response_id)), "sk": string_attr(RESPONSE_SK)},
                 ConsistentRead=True,
-                ProjectionExpression="request",
+                ProjectionExpression="#request",
+                ExpressionAttributeNames={"#request": "request"},
             )
         raw = reply.get("Item", {}).get("request", {}).get("S")
         return json.loads(raw) if raw else None
