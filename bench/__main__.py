@@ -26,6 +26,7 @@ BENCHMARKS = (
     "compaction",
     "memory",
     "partitions",
+    "resumable",
 )
 
 
