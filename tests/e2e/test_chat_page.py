@@ -562,6 +562,34 @@ def test_stop_on_a_resumable_answer_stops_the_model_and_keeps_nothing(
     assert site.sessions() == []
 
 
+def test_opening_another_conversation_mid_answer_leaves_the_answer_running(
+    serve: Callable[..., Site], open_page: Callable[..., Page]
+) -> None:
+    site = serve(delay=0.1)
+    site.say("an earlier chat", "earlier-chat")
+    page = open_page(site)
+    ready(page)
+    with page.expect_response("**/v1/chat/completions") as started:
+        send(page, LONG)
+    session_id = started.value.headers[SESSION_HEADER.lower()]
+    _streamed_part_way(page)
+    open_session(page, "an earlier chat")
+    expect(page.locator(".message.user .body")).to_have_text(["an earlier chat"])
+    assert page.evaluate("() => sessionStorage.length") == 0  # a reload resumes nothing
+    # Not stopped: the answer ends on the server and its turn is stored.
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while site.api("GET", f"/v1/sessions/{session_id}/messages").status_code == 404:
+        assert time.monotonic() < deadline, "the answer left behind was never stored"
+        time.sleep(0.2)
+    assert _stored_turns(site, session_id) == [("user", LONG), ("assistant", LONG_ANSWER)]
+    page.reload()
+    ready(page)
+    expect(page.locator(".message.user .body")).to_have_text(["an earlier chat"])
+    expect(page.locator(".message.assistant.streaming")).to_have_count(0)
+    page.locator(f'.session[data-id="{session_id}"] .session-open').click()
+    expect(page.locator(".message.assistant .body")).to_have_text([LONG_ANSWER])
+
+
 def test_the_sidebar_opens_an_older_session_and_deletes_sessions(
     serve: Callable[..., Site], open_page: Callable[..., Page]
 ) -> None:
