@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,6 +160,85 @@ def serve(local_table: tuple[Any, str]) -> Iterator[Callable[..., Site]]:
             return Site(live.url + stage, key=api_keys[0] if api_keys else None)
 
         yield start
+
+
+class Cable:
+    """A TCP proxy between the browser and the server that a test can unplug: every
+    open connection is cut (as a dropped network cuts it, mid-answer), and while
+    unplugged a new connection is closed as soon as it is made."""
+
+    def __init__(self, target: str) -> None:
+        self.target = ("127.0.0.1", int(target.rpartition(":")[2]))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.plugged = threading.Event()
+        self.plugged.set()
+        self.lock = threading.Lock()
+        self.open: set[socket.socket] = set()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.plugged.is_set():
+                client.close()
+                continue
+            server = socket.create_connection(self.target)
+            with self.lock:
+                self.open |= {client, server}
+            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                self._cut(end)
+
+    def _cut(self, end: socket.socket) -> None:
+        with self.lock:
+            self.open.discard(end)
+        with suppress(OSError):
+            end.shutdown(socket.SHUT_RDWR)
+        end.close()
+
+    def unplug(self) -> None:
+        self.plugged.clear()
+        with self.lock:
+            ends = list(self.open)
+        for end in ends:
+            self._cut(end)
+
+    def plug(self) -> None:
+        self.plugged.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.unplug()
+        self.listener.close()
+
+
+@pytest.fixture
+def cable() -> Iterator[Callable[[Site], tuple[Site, Cable]]]:
+    """The site behind a cable the test can unplug; every cable is closed at the end."""
+    cables: list[Cable] = []
+
+    def through(site: Site) -> tuple[Site, Cable]:
+        cable = Cable(site.url)
+        cables.append(cable)
+        return Site(cable.url, key=site.key), cable
+
+    yield through
+    for each in cables:
+        each.close()
 
 
 # ---------------------------------------------------------------- pages
@@ -330,6 +411,183 @@ def test_stop_aborts_the_answer_and_nothing_is_kept(serve: Callable[..., Site], 
     send(page, "after stop")
     answered(page, 2)
     assert last_answer(page) == "Echo: after stop (I was given 1 message.)"
+
+
+# ---------------------------------------------------------------- resumable answers
+
+# Forty words: at 0.1 s a word the answer takes about five seconds to stream.
+LONG = " ".join(f"w{number}" for number in range(1, 41))
+LONG_ANSWER = f"Echo: {LONG} (I was given 1 message.)"
+STREAM_PATH = "/stream"
+
+# Every text the last answer shows, from the document's start (before the page's own
+# script runs), so a reloaded page's resumed answer is watched from its first render.
+WATCH_ANSWER = """
+window.__seen = [];
+new MutationObserver(() => {
+    const bodies = document.querySelectorAll('.message.assistant .body');
+    const text = bodies.length ? bodies[bodies.length - 1].textContent : '';
+    if (text && window.__seen[window.__seen.length - 1] !== text) window.__seen.push(text);
+}).observe(document, {childList: true, subtree: true, characterData: true});
+"""
+
+
+def _streamed_part_way(page: Page) -> str:
+    """Wait until some, not all, of the long answer is on the page; its text."""
+    expect(page.locator(".message.assistant .body").last).to_contain_text("w6")
+    shown = last_answer(page)
+    assert LONG_ANSWER.startswith(shown) and "w30" not in shown, shown
+    return shown
+
+
+def _stored_turns(site: Site, session_id: str) -> list[tuple[str, str]]:
+    response = site.api("GET", f"/v1/sessions/{session_id}/messages")
+    assert response.status_code == 200, response.text
+    return [(message["role"], message["content"]) for message in response.json()["data"]]
+
+
+def _assert_answered_once(page: Page, site: Site, session_id: str) -> None:
+    """The long answer is complete on the page, shown once, and stored once."""
+    answered(page, 1)
+    expect(page.locator(".message.user .body")).to_have_text([LONG])
+    expect(page.locator(".message.assistant .body")).to_have_text([LONG_ANSWER])
+    seen: list[str] = page.evaluate("() => window.__seen")
+    # Every text shown on the way is a prefix of the answer: no word twice, none skipped.
+    assert seen and seen[-1] == LONG_ANSWER and all(LONG_ANSWER.startswith(text) for text in seen), seen
+    assert _stored_turns(site, session_id) == [("user", LONG), ("assistant", LONG_ANSWER)]
+    assert [s["message_count"] for s in site.sessions()] == [2]
+    assert stored(page, SESSION) == session_id
+    assert page.evaluate("() => sessionStorage.length") == 0  # the answer's record is gone
+
+
+def test_an_answer_goes_on_after_a_reload_in_the_middle(
+    serve: Callable[..., Site], open_page: Callable[..., Page]
+) -> None:
+    site = serve(delay=0.1)
+    page = open_page(site)
+    page.context.add_init_script(WATCH_ANSWER)
+    ready(page)
+    with page.expect_response("**/v1/chat/completions") as started:
+        send(page, LONG)
+    session_id = started.value.headers[SESSION_HEADER.lower()]
+    before = _streamed_part_way(page)
+
+    with page.expect_request(f"**{STREAM_PATH}?after=*") as resumed:
+        page.reload()
+    ready(page)
+    # The reloaded page shows the pending turn with the text it had (chunk 0 is the
+    # role, then one chunk a word), and goes on from the chunk after the last it shows.
+    after = int(resumed.value.url.rpartition("after=")[2])
+    first_shown = page.evaluate("() => window.__seen[0]")
+    assert first_shown.startswith(before) and "w30" not in first_shown, (first_shown, before)
+    assert after == 1 + len(first_shown.split()), (after, first_shown)
+    _assert_answered_once(page, site, session_id)
+
+    # Reloaded again, the page shows the stored conversation, and resumes nothing.
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.reload()
+    ready(page)
+    expect(page.locator(".message.assistant .body")).to_have_text([LONG_ANSWER])
+    assert not any(STREAM_PATH in url for url in requests), requests
+    assert started.value.request.headers.get("x-threadline-resumable") == "true"
+
+
+def test_an_answer_goes_on_after_the_connection_drops(
+    serve: Callable[..., Site], open_page: Callable[..., Page], cable: Callable[[Site], tuple[Site, Cable]]
+) -> None:
+    site, line = cable(serve(delay=0.1))
+    page = open_page(site)
+    page.context.add_init_script(WATCH_ANSWER)
+    page.reload()  # so that the init script watches this page
+    ready(page)
+    resumes: list[str] = []
+    page.on("request", lambda request: resumes.append(request.url) if STREAM_PATH in request.url else None)
+    with page.expect_response("**/v1/chat/completions") as started:
+        send(page, LONG)
+    session_id = started.value.headers[SESSION_HEADER.lower()]
+    _streamed_part_way(page)
+
+    line.unplug()  # the connection drops mid-answer, and the page cannot reconnect
+    expect(page.locator(".message.assistant .reconnecting")).to_be_visible()
+    time.sleep(1.5)  # the answer goes on meanwhile, on the server; the page tries again
+    assert "I was given" not in last_answer(page)
+    line.plug()
+
+    _assert_answered_once(page, site, session_id)
+    assert resumes and all("after=" in url and not url.endswith("after=0") for url in resumes), resumes
+    expect(page.locator(".message.assistant .reconnecting")).to_have_count(0)
+
+
+def test_stop_on_a_resumable_answer_stops_the_model_and_keeps_nothing(
+    serve: Callable[..., Site], open_page: Callable[..., Page]
+) -> None:
+    site = serve(delay=0.1)
+    page = open_page(site)
+    ready(page)
+    with page.expect_response("**/v1/chat/completions") as started:
+        send(page, LONG)
+    session_id = started.value.headers[SESSION_HEADER.lower()]
+    _streamed_part_way(page)
+    with page.expect_response(f"**/v1/sessions/{session_id}/stream/cancel") as cancelled:
+        page.click("#stop")
+    assert cancelled.value.status == 200 and cancelled.value.json()["status"] == "cancelled"
+    expect(page.locator(".message.assistant .notice")).to_have_text(
+        "Stopped. This turn was not saved to the conversation."
+    )
+    partial = last_answer(page)
+    time.sleep(5)  # the whole answer would have been made by now
+    assert last_answer(page) == partial  # the text stopped growing
+    # The model was stopped: the answer stays cancelled and its turn was never stored.
+    again = site.api("POST", f"/v1/sessions/{session_id}/stream/cancel")
+    assert again.json()["status"] == "cancelled", again.text
+    assert site.api("GET", f"/v1/sessions/{session_id}/messages").status_code == 404
+    assert site.sessions() == []
+    assert page.evaluate("() => sessionStorage.length") == 0
+    assert stored(page, SESSION) is None
+
+    # A resumed answer (after a reload) stops the same way.
+    send(page, LONG)
+    _streamed_part_way(page)
+    page.reload()
+    ready(page)
+    expect(page.locator(".message.assistant.streaming")).to_have_count(1)
+    page.press("#prompt", "Escape")  # the keyboard's Stop
+    expect(page.locator(".message.assistant .notice")).to_have_text(
+        "Stopped. This turn was not saved to the conversation."
+    )
+    partial = last_answer(page)
+    time.sleep(5)
+    assert last_answer(page) == partial and "I was given" not in partial
+    assert site.sessions() == []
+
+
+def test_opening_another_conversation_mid_answer_leaves_the_answer_running(
+    serve: Callable[..., Site], open_page: Callable[..., Page]
+) -> None:
+    site = serve(delay=0.1)
+    site.say("an earlier chat", "earlier-chat")
+    page = open_page(site)
+    ready(page)
+    with page.expect_response("**/v1/chat/completions") as started:
+        send(page, LONG)
+    session_id = started.value.headers[SESSION_HEADER.lower()]
+    _streamed_part_way(page)
+    open_session(page, "an earlier chat")
+    expect(page.locator(".message.user .body")).to_have_text(["an earlier chat"])
+    assert page.evaluate("() => sessionStorage.length") == 0  # a reload resumes nothing
+    # Not stopped: the answer ends on the server and its turn is stored.
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while site.api("GET", f"/v1/sessions/{session_id}/messages").status_code == 404:
+        assert time.monotonic() < deadline, "the answer left behind was never stored"
+        time.sleep(0.2)
+    assert _stored_turns(site, session_id) == [("user", LONG), ("assistant", LONG_ANSWER)]
+    page.reload()
+    ready(page)
+    expect(page.locator(".message.user .body")).to_have_text(["an earlier chat"])
+    expect(page.locator(".message.assistant.streaming")).to_have_count(0)
+    page.locator(f'.session[data-id="{session_id}"] .session-open').click()
+    expect(page.locator(".message.assistant .body")).to_have_text([LONG_ANSWER])
 
 
 def test_the_sidebar_opens_an_older_session_and_deletes_sessions(

@@ -2,7 +2,9 @@
 //
 // State that survives a reload lives in localStorage: the API key (only when the API
 // asked for one), the current session id and the chosen model. The conversation
-// itself is always read back from the API (GET /v1/sessions/{id}/messages).
+// itself is always read back from the API (GET /v1/sessions/{id}/messages). An answer
+// still streaming in when the page reloads is resumed from the server (see "answers"),
+// from a record in this tab's sessionStorage.
 //
 // Every piece of text from the API or the person is put into the page with
 // textContent / append(string) or through the Markdown renderer, which does the same.
@@ -13,6 +15,8 @@ import { renderMarkdown } from "./markdown.js";
 // API Gateway's stage. Every request is made relative to it, on the same origin.
 const API_BASE = new URL("../", import.meta.url);
 const SESSION_HEADER = "X-Hermes-Session-Id";
+const RESUMABLE_HEADER = "X-Threadline-Resumable";
+const STREAM_ID_HEADER = "X-Threadline-Stream-Id";
 const STORAGE_KEYS = {
   apiKey: "threadline.apiKey",
   session: "threadline.sessionId",
@@ -24,29 +28,35 @@ const MAX_MESSAGE_PAGES = 50;
 
 // ---------------------------------------------------------------- small helpers
 
-const storage = {
-  get(name) {
-    try {
-      return window.localStorage.getItem(name);
-    } catch {
-      return null;
-    }
-  },
-  set(name, value) {
-    try {
-      window.localStorage.setItem(name, value);
-    } catch {
-      // Storage can be unavailable (private modes, quotas): the page still works.
-    }
-  },
-  remove(name) {
-    try {
-      window.localStorage.removeItem(name);
-    } catch {
-      // See set().
-    }
-  },
-};
+/** localStorage or sessionStorage, by name, as a store that never throws. */
+function webStorage(kind) {
+  return {
+    get(name) {
+      try {
+        return window[kind].getItem(name);
+      } catch {
+        return null;
+      }
+    },
+    set(name, value) {
+      try {
+        window[kind].setItem(name, value);
+      } catch {
+        // Storage can be unavailable (private modes, quotas): the page still works.
+      }
+    },
+    remove(name) {
+      try {
+        window[kind].removeItem(name);
+      } catch {
+        // See set().
+      }
+    },
+  };
+}
+
+const storage = webStorage("localStorage"); // this browser: key, session, model
+const tabStorage = webStorage("sessionStorage"); // this tab: the answer streaming in
 
 /** An element with attributes and children (strings become text nodes). */
 function h(tag, attributes = {}, ...children) {
@@ -103,7 +113,8 @@ const ui = {
 const state = {
   sessionId: storage.get(STORAGE_KEYS.session),
   titles: new Map(), // session id -> title, from the sidebar
-  streaming: null, // {controller} while an answer streams in
+  streaming: null, // {answer, controller, stop} while an answer streams in (runAnswer)
+  leaving: false, // the page is being unloaded
   view: 0, // bumped whenever the conversation shown changes; late answers are dropped
   sessionsLoad: 0,
   sessionsCursor: null,
@@ -364,7 +375,7 @@ function forgetKey() {
   // What the page showed belonged to that key: take it off the screen, then load
   // again (which asks for a key if the API needs one).
   state.keyDeclined = false;
-  stopStreaming();
+  leaveAnswer();
   setSession(null);
   state.titles.clear();
   ui.sessionList.replaceChildren();
@@ -684,6 +695,38 @@ function clearConversation() {
   updateWelcome();
 }
 
+/** The stored messages of session `id`, every page of them; null if the view changed meanwhile. */
+async function loadMessages(id, view) {
+  const messages = [];
+  let after = null;
+  for (let page = 0; page < MAX_MESSAGE_PAGES; page += 1) {
+    const params = new URLSearchParams({ limit: String(MESSAGES_PAGE) });
+    if (after) {
+      params.set("after", after);
+    }
+    const body = await apiJson(`v1/sessions/${encodeURIComponent(id)}/messages?${params}`);
+    if (view !== state.view) {
+      return null;
+    }
+    messages.push(...(Array.isArray(body?.data) ? body.data : []));
+    after = body?.has_more && body.next_cursor ? body.next_cursor : null;
+    if (!after) {
+      break;
+    }
+  }
+  return messages;
+}
+
+function showMessages(messages) {
+  for (const message of messages) {
+    renderStoredMessage(message);
+  }
+  if (messages.length >= MAX_MESSAGE_PAGES * MESSAGES_PAGE) {
+    appendNotice(`Only the first ${messages.length.toLocaleString()} messages of this conversation are shown.`);
+  }
+  scrollToBottom();
+}
+
 async function showSession(id) {
   const view = ++state.view;
   clearConversation();
@@ -691,24 +734,9 @@ async function showSession(id) {
     return;
   }
   const loading = appendNotice("Loading the conversation…");
-  const messages = [];
+  let messages;
   try {
-    let after = null;
-    for (let page = 0; page < MAX_MESSAGE_PAGES; page += 1) {
-      const params = new URLSearchParams({ limit: String(MESSAGES_PAGE) });
-      if (after) {
-        params.set("after", after);
-      }
-      const body = await apiJson(`v1/sessions/${encodeURIComponent(id)}/messages?${params}`);
-      if (view !== state.view) {
-        return;
-      }
-      messages.push(...(Array.isArray(body?.data) ? body.data : []));
-      after = body?.has_more && body.next_cursor ? body.next_cursor : null;
-      if (!after) {
-        break;
-      }
-    }
+    messages = await loadMessages(id, view);
   } catch (error) {
     if (view !== state.view) {
       return;
@@ -723,20 +751,11 @@ async function showSession(id) {
     }
     return;
   }
+  if (messages === null) {
+    return;
+  }
   loading.remove();
-  for (const message of messages) {
-    renderStoredMessage(message);
-  }
-  if (messages.length >= MAX_MESSAGE_PAGES * MESSAGES_PAGE) {
-    appendNotice(`Only the first ${messages.length.toLocaleString()} messages of this conversation are shown.`);
-  }
-  scrollToBottom();
-}
-
-function stopStreaming() {
-  if (state.streaming) {
-    state.streaming.controller.abort();
-  }
+  showMessages(messages);
 }
 
 function setStreaming(active) {
@@ -746,14 +765,14 @@ function setStreaming(active) {
 }
 
 function openSession(id) {
-  stopStreaming();
+  leaveAnswer();
   setSession(id);
   closeSidebar({ focus: false });
   showSession(id).then(() => ui.prompt.focus());
 }
 
 function newChat() {
-  stopStreaming();
+  leaveAnswer();
   setSession(null);
   showSession(null);
   closeSidebar({ focus: false });
@@ -761,107 +780,385 @@ function newChat() {
   announce("New chat.");
 }
 
-async function send(text) {
-  const view = state.view;
-  const { body: userBody } = messageElement("user", "You");
-  userBody.append(text);
+// ---------------------------------------------------------------- answers
+//
+// Every answer is asked for as resumable (X-Threadline-Resumable: true): the server
+// records it in its session, runs it to the end even when this page goes away, and
+// GET /v1/sessions/{id}/stream?after=N sends it again from chunk number N (chunks are
+// numbered from 0 in the order sent; `data: [DONE]` is not counted).
+//
+// While an answer streams, this tab's sessionStorage holds a record of it (below). A
+// reloaded page finds the record, shows the pending turn, and follows the answer on;
+// a connection that drops mid-answer is picked up again the same way, without a reload.
+
+// The record keeps the text shown so far together with the number of chunks that text
+// was made of, written in one setItem: any record, however old, is a consistent pair,
+// so resuming after `applied` continues the text exactly where it stops (no duplicate,
+// no gap). Resuming after 0 into an empty bubble would be as exact, but replays and
+// re-renders the whole answer, and shows nothing until it has.
+const ANSWER_RECORD = "threadline.answer";
+const ANSWER_SAVE_MS = 200; // the record trails the screen by at most this (it stays consistent)
+const RESUME_DELAYS_MS = [500, 1000, 2000, 4000, 8000]; // reconnecting after a dropped connection
+const STOP_WAIT_MS = 10_000; // Stop before the answer's session is known: wait this long for it
+
+const answerRecord = {
+  read() {
+    let record = null;
+    try {
+      record = JSON.parse(tabStorage.get(ANSWER_RECORD) ?? "null");
+    } catch {
+      record = null;
+    }
+    const text = (value) => typeof value === "string";
+    const count = (value) => Number.isInteger(value) && value >= 0;
+    if (
+      record &&
+      typeof record === "object" &&
+      text(record.sessionId) &&
+      record.sessionId &&
+      text(record.streamId) &&
+      record.streamId &&
+      count(record.applied) &&
+      text(record.text) &&
+      text(record.user) &&
+      count(record.created)
+    ) {
+      return record;
+    }
+    tabStorage.remove(ANSWER_RECORD);
+    return null;
+  },
+  save(answer) {
+    window.clearTimeout(answer.saveTimer);
+    answer.saveTimer = 0;
+    if (answer.closed || !answer.sessionId || !answer.streamId) {
+      return;
+    }
+    tabStorage.set(
+      ANSWER_RECORD,
+      JSON.stringify({
+        sessionId: answer.sessionId,
+        streamId: answer.streamId,
+        created: answer.created,
+        applied: answer.applied,
+        text: answer.text,
+        user: answer.user,
+        finishReason: answer.finishReason,
+        toolCalls: answer.toolCalls,
+      }),
+    );
+  },
+  saveSoon(answer) {
+    answer.saveTimer ||= window.setTimeout(() => answerRecord.save(answer), ANSWER_SAVE_MS);
+  },
+  /** The answer is over (or left): its record goes, and no late save brings it back. */
+  close(answer) {
+    answer.closed = true;
+    window.clearTimeout(answer.saveTimer);
+    const record = answerRecord.read();
+    if (!record || record.streamId === answer.streamId || !answer.streamId) {
+      tabStorage.remove(ANSWER_RECORD);
+    }
+  },
+};
+
+/**
+ * Whether the stored conversation already holds the recorded answer's turn: an answer
+ * to the recorded message, stored at or after the second the answer began (a turn is
+ * stored when its answer ends; `created` and `created_at` are both the server's clock).
+ * Stored messages carry no completion id, so this is how the turn is recognised.
+ */
+function isStoredTurn(messages, record) {
+  let asked = null;
+  for (const message of messages) {
+    if (message?.role === "user") {
+      asked = textOf(message.content);
+    } else if (message?.role === "assistant" && asked === record.user) {
+      if (Number(message.created_at) >= record.created) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+function pause(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      window.clearTimeout(timer);
+      window.removeEventListener("online", done);
+      signal.removeEventListener("abort", aborted);
+      resolve();
+    };
+    const aborted = () => {
+      done();
+      reject(new DOMException("Aborted", "AbortError"));
+    };
+    const timer = window.setTimeout(done, ms);
+    window.addEventListener("online", done); // back online: try now
+    signal.addEventListener("abort", aborted);
+  });
+}
+
+/** A failure that a resume may get past: the connection, or the server for a moment. */
+function isDrop(error) {
+  if (error instanceof TypeError) {
+    return true; // fetch's body stream broke
+  }
+  return error instanceof ApiError && !error.streamed && (error.code === "network_error" || error.status >= 500);
+}
+
+class StreamCut extends Error {}
+
+function newAnswer({ view, user, reply, record = null }) {
+  return {
+    view,
+    user,
+    reply,
+    sessionId: record?.sessionId ?? null,
+    streamId: record?.streamId ?? null,
+    created: record?.created ?? 0,
+    applied: record?.applied ?? 0, // chunks received and applied to `text`
+    text: record?.text ?? "",
+    finishReason: record?.finishReason ?? null,
+    toolCalls: record?.toolCalls === true,
+    saveTimer: 0,
+    closed: false,
+  };
+}
+
+function replyElements(user, text = "") {
+  messageElement("user", "You").body.append(user);
   const reply = messageElement("assistant", "Assistant");
   reply.article.classList.add("streaming");
   reply.article.setAttribute("aria-busy", "true");
+  if (text) {
+    renderAssistant(reply.body, text);
+  }
   scrollToBottom();
+  return reply;
+}
 
+function resumeRequest(answer, signal) {
+  return apiFetch(`v1/sessions/${encodeURIComponent(answer.sessionId)}/stream?after=${answer.applied}`, {
+    headers: { Accept: "text/event-stream" },
+    signal,
+  });
+}
+
+/**
+ * Stop the answer for good: the server is told first (POST .../stream/cancel, which
+ * ends the model call and stores nothing), then the page stops reading. Returns the
+ * answer's final status as the server gives it, or null when it could not be told.
+ */
+function stopAnswer() {
+  const run = state.streaming;
+  if (!run || run.stop) {
+    return;
+  }
+  run.stop = (async () => {
+    let status = null;
+    try {
+      if (!run.answer.sessionId) {
+        // The request is on its way: its session (a new chat's comes back with the
+        // answer's first bytes) is needed to cancel it.
+        await Promise.race([run.sessionKnown.promise, pause(STOP_WAIT_MS, run.controller.signal)]);
+      }
+      if (run.answer.sessionId) {
+        const body = await apiJson(`v1/sessions/${encodeURIComponent(run.answer.sessionId)}/stream/cancel`, {
+          method: "POST",
+        });
+        status = typeof body?.status === "string" ? body.status : null;
+      }
+    } catch {
+      status = null;
+    }
+    if (status !== "completed") {
+      run.controller.abort(); // a completed answer is stored: let its end arrive instead
+    }
+    return status;
+  })();
+}
+
+/** The page leaves the answer (another conversation, a new chat): it runs on, and is
+ * stored when it ends, but this tab no longer follows it. */
+function leaveAnswer() {
+  const run = state.streaming;
+  if (run) {
+    run.left = true;
+    answerRecord.close(run.answer);
+    run.controller.abort();
+  }
+}
+
+/**
+ * Stream an answer into its bubble: `first` opens it (the chat request, or a resume),
+ * and a dropped connection is resumed from the chunks applied so far.
+ */
+async function runAnswer(answer, first) {
+  const { reply, view } = answer;
   const controller = new AbortController();
-  state.streaming = { controller };
+  let knowSession;
+  const sessionKnown = new Promise((resolve) => {
+    knowSession = resolve;
+  });
+  const run = { answer, controller, sessionKnown: { promise: sessionKnown }, stop: null, left: false };
+  if (answer.sessionId) {
+    knowSession();
+  }
+  state.streaming = run;
   setStreaming(true);
 
-  const headers = { "Content-Type": "application/json", Accept: "text/event-stream" };
-  if (state.sessionId) {
-    headers[SESSION_HEADER] = state.sessionId;
-  }
-  const payload = { messages: [{ role: "user", content: text }], stream: true };
-  if (ui.model.value) {
-    payload.model = ui.model.value;
-  }
-
-  let answer = "";
-  let sessionId = null;
-  let outcome = "cut"; // done | stopped | error | cut (the stream ended without [DONE])
+  let outcome = "cut"; // done | stopped | error | gone | cut (the stream ended without [DONE])
   let failure = null;
-  let finishReason = null;
-  let toolCalls = false;
   let frame = 0; // a render waiting for the next animation frame
   const render = () => {
     frame = 0;
     const follow = isNearBottom();
-    renderAssistant(reply.body, answer);
+    renderAssistant(reply.body, answer.text);
     if (follow) {
       scrollToBottom();
     }
   };
+  const reconnecting = h("p", { class: "notice reconnecting", role: "status" }, "Connection lost: reconnecting…");
 
-  try {
-    const response = await apiFetch("v1/chat/completions", {
-      method: "POST",
-      headers,
-      body: JSON.stringify(payload),
-      signal: controller.signal,
-      askAlways: true,
-    });
-    if (!response.ok) {
-      throw await errorFrom(response);
-    }
-    sessionId = response.headers.get(SESSION_HEADER);
-    for await (const data of serverSentData(response.body)) {
-      if (data === "[DONE]") {
-        outcome = "done";
+  let open = first;
+  let retries = 0;
+  for (;;) {
+    try {
+      const response = await open(controller.signal);
+      const resumed = open !== first || first.resumes;
+      if (resumed && response.status === 404) {
+        outcome = "gone"; // the session has no resumable answer (any more)
         break;
       }
-      let chunk;
-      try {
-        chunk = JSON.parse(data);
-      } catch {
+      if (!response.ok) {
+        throw await errorFrom(response);
+      }
+      if (!answer.sessionId) {
+        answer.sessionId = response.headers.get(SESSION_HEADER);
+        knowSession();
+      }
+      if (resumed && response.headers.get(STREAM_ID_HEADER) !== answer.streamId) {
+        outcome = "gone"; // a later answer took its place: this one is over
+        break;
+      }
+      reconnecting.remove();
+      for await (const data of serverSentData(response.body)) {
+        if (data === "[DONE]") {
+          outcome = "done";
+          break;
+        }
+        answer.applied += 1; // every chunk counts, read or not, as the server numbers them
+        retries = 0;
+        let chunk;
+        try {
+          chunk = JSON.parse(data);
+        } catch {
+          answerRecord.saveSoon(answer);
+          continue;
+        }
+        if (!answer.streamId && typeof chunk?.id === "string" && chunk.id) {
+          answer.streamId = chunk.id;
+          answer.created = Number.isInteger(chunk.created) ? chunk.created : 0;
+        }
+        if (chunk?.error) {
+          throw Object.assign(new ApiError({ ...chunk.error, status: 0 }), { streamed: true });
+        }
+        const choice = Array.isArray(chunk?.choices) ? chunk.choices[0] : null;
+        const delta = choice?.delta;
+        if (typeof delta?.content === "string" && delta.content) {
+          answer.text += delta.content;
+          frame ||= window.requestAnimationFrame(render);
+        }
+        if (Array.isArray(delta?.tool_calls) && delta.tool_calls.length) {
+          answer.toolCalls = true;
+        }
+        if (choice?.finish_reason) {
+          answer.finishReason = choice.finish_reason;
+        }
+        answerRecord.saveSoon(answer);
+      }
+      if (outcome !== "done") {
+        throw new StreamCut();
+      }
+      break;
+    } catch (error) {
+      const dropped = error instanceof StreamCut || isDrop(error) || (isAbort(error) && !controller.signal.aborted);
+      if (state.leaving) {
+        outcome = "left"; // the page is going away: the record stays for the next one
+        break;
+      }
+      if (isAbort(error) && controller.signal.aborted) {
+        outcome = "stopped";
+        break;
+      }
+      // Stop, if asked meanwhile, aborts the wait or the resume when the server has
+      // cancelled the answer; an answer that completed first is resumed to its end.
+      if (dropped && answer.sessionId && answer.streamId && retries < RESUME_DELAYS_MS.length) {
+        answerRecord.save(answer);
+        reply.article.append(reconnecting);
+        try {
+          await pause(RESUME_DELAYS_MS[retries], controller.signal);
+        } catch {
+          outcome = "stopped";
+          break;
+        }
+        retries += 1;
+        open = (signal) => resumeRequest(answer, signal);
         continue;
       }
-      if (chunk?.error) {
-        throw new ApiError({ ...chunk.error, status: 0 });
+      if (!dropped) {
+        outcome = "error";
+        failure = error;
       }
-      const choice = Array.isArray(chunk?.choices) ? chunk.choices[0] : null;
-      const delta = choice?.delta;
-      if (typeof delta?.content === "string" && delta.content) {
-        answer += delta.content;
-        frame ||= window.requestAnimationFrame(render);
-      }
-      if (Array.isArray(delta?.tool_calls) && delta.tool_calls.length) {
-        toolCalls = true;
-      }
-      if (choice?.finish_reason) {
-        finishReason = choice.finish_reason;
-      }
-    }
-  } catch (error) {
-    if (isAbort(error)) {
-      outcome = "stopped";
-    } else {
-      outcome = "error";
-      failure = error;
-    }
-  } finally {
-    if (state.streaming?.controller === controller) {
-      state.streaming = null;
-      setStreaming(false);
+      break;
     }
   }
+  reconnecting.remove();
+  if (outcome === "done" && run.stop) {
+    // Stop was asked for and the end came: stopped, unless the answer was already stored.
+    outcome = (await run.stop) === "completed" ? "done" : "stopped";
+  }
+  const stopStatus = outcome === "stopped" && run.stop ? await run.stop : null;
+  if (state.streaming === run) {
+    state.streaming = null;
+    setStreaming(false);
+  }
+  if (outcome === "left") {
+    answerRecord.save(answer);
+    return;
+  }
+  // Kept only when the connection was lost for good: a reload resumes the answer.
+  if (outcome !== "cut" || !answer.streamId) {
+    answerRecord.close(answer);
+  } else {
+    answerRecord.save(answer);
+  }
+  if (run.left || view !== state.view) {
+    return;
+  }
+  finishAnswer(answer, { outcome, failure, stopStatus, frame, render });
+}
 
+function finishAnswer(answer, { outcome, failure, stopStatus, frame, render }) {
+  const { reply, view } = answer;
+  if (outcome === "gone") {
+    // Over, and not this page's to show: the stored conversation says how it ended.
+    setSession(answer.sessionId);
+    showSession(answer.sessionId);
+    return;
+  }
   // The session the answer belongs to (a new chat's comes from the server). A turn
   // that failed or was stopped stored nothing, so its id would name nothing.
-  if (sessionId && (outcome === "done" || outcome === "cut") && view === state.view) {
-    setSession(sessionId);
+  if (answer.sessionId && (outcome === "done" || outcome === "cut")) {
+    setSession(answer.sessionId);
   }
   window.cancelAnimationFrame(frame); // the last render is now, so nothing added below is wiped
   render();
   reply.article.classList.remove("streaming");
   reply.article.removeAttribute("aria-busy");
-  if (outcome === "error" && !answer) {
+  if (outcome === "error" && !answer.text) {
     // Nothing came back: the reply's place shows the error instead.
     reply.article.classList.replace("assistant", "error");
     reply.article.setAttribute("role", "alert");
@@ -869,7 +1166,7 @@ async function send(text) {
     reply.body.replaceChildren(...errorContent("The message was not answered.", failure));
     reply.body.append(h("p", { class: "notice" }, "It was not saved to the conversation."));
     if (!ui.prompt.value && view === state.view) {
-      ui.prompt.value = text; // so that trying again is one key away
+      ui.prompt.value = answer.user; // so that trying again is one key away
       autosize();
     }
   } else if (outcome === "error") {
@@ -877,19 +1174,30 @@ async function send(text) {
     box.append(h("p", { class: "notice" }, "This turn was not saved to the conversation."));
     reply.body.append(box);
   } else if (outcome === "stopped") {
-    reply.body.append(h("p", { class: "notice" }, "Stopped. This turn was not saved to the conversation."));
+    const told = stopStatus === "cancelled" || stopStatus === "failed";
+    reply.body.append(
+      h(
+        "p",
+        { class: "notice" },
+        told
+          ? "Stopped. This turn was not saved to the conversation."
+          : "Stopped here. The server could not be told, so it may still finish and save this answer.",
+      ),
+    );
   } else if (outcome === "cut") {
     reply.body.append(
       h(
         "div",
         { class: "error-box", role: "alert" },
         h("strong", { class: "error-title" }, "The answer was cut off."),
-        "The connection closed before the answer was complete.",
+        answer.streamId
+          ? "The connection closed before the answer was complete. The server finishes it: reload the page to see the rest."
+          : "The connection closed before the answer was complete.",
       ),
     );
-  } else if (finishReason === "length") {
+  } else if (answer.finishReason === "length") {
     reply.body.append(h("p", { class: "notice" }, "The answer reached the model's length limit."));
-  } else if (toolCalls && !answer) {
+  } else if (answer.toolCalls && !answer.text) {
     reply.body.append(h("p", { class: "notice" }, "The model asked to call a tool; this page does not run tools."));
   }
   if (isNearBottom()) {
@@ -899,6 +1207,70 @@ async function send(text) {
   if (outcome === "done") {
     loadSessions();
   }
+}
+
+async function send(text) {
+  const reply = replyElements(text);
+  const answer = newAnswer({ view: state.view, user: text, reply });
+  const headers = {
+    "Content-Type": "application/json",
+    Accept: "text/event-stream",
+    [RESUMABLE_HEADER]: "true",
+  };
+  if (state.sessionId) {
+    headers[SESSION_HEADER] = state.sessionId;
+  }
+  const payload = { messages: [{ role: "user", content: text }], stream: true };
+  if (ui.model.value) {
+    payload.model = ui.model.value;
+  }
+  await runAnswer(answer, (signal) =>
+    apiFetch("v1/chat/completions", {
+      method: "POST",
+      headers,
+      body: JSON.stringify(payload),
+      signal,
+      askAlways: true,
+    }),
+  );
+}
+
+/**
+ * After a reload, with an answer recorded in this tab: the conversation as stored,
+ * then the pending turn with the text shown so far, followed on from where it was.
+ */
+async function resumeRecorded(record) {
+  const view = ++state.view;
+  clearConversation();
+  const loading = appendNotice("Loading the conversation…");
+  let messages;
+  try {
+    messages = await loadMessages(record.sessionId, view);
+  } catch (error) {
+    if (error.status !== 404) {
+      if (view === state.view) {
+        loading.remove();
+        appendError("Could not load this conversation.", error);
+      }
+      return;
+    }
+    messages = []; // a new chat's session is created when its first turn is stored
+  }
+  if (messages === null) {
+    return;
+  }
+  loading.remove();
+  showMessages(messages);
+  if (isStoredTurn(messages, record)) {
+    tabStorage.remove(ANSWER_RECORD); // it ended while the page was away: shown above
+    setSession(record.sessionId);
+    return;
+  }
+  const reply = replyElements(record.user, record.text);
+  const answer = newAnswer({ view, user: record.user, reply, record });
+  const resume = (signal) => resumeRequest(answer, signal);
+  resume.resumes = true;
+  runAnswer(answer, resume); // streams on; the page is ready meanwhile
 }
 
 // ---------------------------------------------------------------- composer
@@ -925,7 +1297,7 @@ function onPromptKey(event) {
     ui.composer.requestSubmit();
   } else if (event.key === "Escape" && state.streaming) {
     event.preventDefault();
-    stopStreaming();
+    stopAnswer();
   }
 }
 
@@ -940,7 +1312,7 @@ function wire() {
   ui.prompt.addEventListener("keydown", onPromptKey);
   ui.prompt.addEventListener("input", autosize);
   ui.stop.addEventListener("click", () => {
-    stopStreaming();
+    stopAnswer();
     ui.prompt.focus();
   });
   ui.newChat.addEventListener("click", newChat);
@@ -962,6 +1334,17 @@ function wire() {
       closeSidebar();
     }
   });
+  // Leaving or reloading: the answer streaming in is saved as it stands, and the
+  // connection the browser cuts is not taken for a stop or a drop.
+  window.addEventListener("pagehide", () => {
+    state.leaving = true;
+    if (state.streaming) {
+      answerRecord.save(state.streaming.answer);
+    }
+  });
+  window.addEventListener("pageshow", () => {
+    state.leaving = false;
+  });
   window.addEventListener("storage", (event) => {
     if (event.key === STORAGE_KEYS.apiKey) {
       updateKeyButton();
@@ -975,7 +1358,9 @@ async function start() {
   updateWelcome();
   ui.prompt.focus();
   await loadModels(); // first, alone: it is what asks for a key when the API needs one
-  await Promise.all([loadSessions(), showSession(state.sessionId)]);
+  const recorded = answerRecord.read(); // an answer this tab was streaming when it reloaded
+  const conversation = recorded ? resumeRecorded(recorded) : showSession(state.sessionId);
+  await Promise.all([loadSessions(), conversation]); // a resumed answer is streaming by then
   document.documentElement.dataset.ready = "true";
 }
 
