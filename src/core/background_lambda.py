@@ -32,13 +32,20 @@ class LambdaDispatcher:
 
     @classmethod
     def from_environment(cls) -> LambdaDispatcher:
-        """This function, as Lambda names it to its own code (`AWS_LAMBDA_FUNCTION_NAME`,
-        and the version it runs, unless `$LATEST`). `AWS_ENDPOINT_URL_LAMBDA` points the
-        client elsewhere (tests)."""
+        """This function, as Lambda names it to its own code (`AWS_LAMBDA_FUNCTION_NAME`),
+        invoked through `THREADLINE_JOB_QUALIFIER` (the template sets its alias, `live`),
+        else the version it runs (unless `$LATEST`). `AWS_ENDPOINT_URL_LAMBDA` points the
+        client elsewhere (tests).
+
+        Why the alias: Lambda keeps an asynchronous invocation's retry settings per
+        qualifier, and SAM puts the template's `EventInvokeConfig` on the alias; the
+        role may invoke the alias's ARN and no other. An invocation of the version
+        number would run under Lambda's defaults (2 retries within 6 hours, not 600 s)
+        and be refused by the role."""
         name = os.environ.get("THREADLINE_JOB_FUNCTION") or os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
         if not name:
             raise RuntimeError("BACKGROUND_DISPATCH=lambda needs AWS_LAMBDA_FUNCTION_NAME (set inside Lambda)")
-        version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
+        version = os.environ.get("THREADLINE_JOB_QUALIFIER") or os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
         client = create_client(
             "lambda",
             connect_timeout=CONNECT_TIMEOUT_SECONDS,

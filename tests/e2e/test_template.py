@@ -260,6 +260,16 @@ def test_no_iam_statement_is_wider_than_it_must_be(cfn: dict[str, Any], scenario
         "Resource": {"Ref": "ApiKeysSecret"},
     }
 
+    # The function may invoke itself, through its alias, and nothing else (background responses).
+    name = resolver.resolve(cfn["Resources"]["ThreadlineFunction"]["Properties"])["FunctionName"]
+    assert by_sid["SelfInvoke"] == {
+        "Sid": "SelfInvoke",
+        "Effect": "Allow",
+        "Action": "lambda:InvokeFunction",
+        "Resource": f"arn:aws:lambda:us-east-1:123456789012:function:{name}:live",
+    }
+    assert [s for s in statements if "lambda:" in str(s["Action"])] == [by_sid["SelfInvoke"]]
+
     bedrock = {sid for sid in by_sid if sid.startswith("Bedrock")}
     model_id = resolver.values["ModelId"]
     if scenario == "bedrock model":
@@ -488,3 +498,32 @@ def test_snapstart_is_an_option_for_python_3_12_and_later(cfn: dict[str, Any]) -
     for runtime in ("python3.12", "python3.13", "python3.14"):
         assert _rule_holds(cfn, rule, {"SnapStart": "on", "PythonRuntime": runtime})
     assert _rule_holds(cfn, rule, {"SnapStart": "off", "PythonRuntime": "python3.11"})
+
+
+def test_background_jobs_invoke_the_functions_own_alias_with_bounded_retries(cfn: dict[str, Any]) -> None:
+    """A background response is an asynchronous invocation of this function: of its
+    alias, the one qualifier Lambda applies the template's retry settings to, and the
+    one ARN the role may invoke; an event is dropped before a queued response's
+    reader would end it as never started."""
+    from core.responses.recorded import QUEUE_SECONDS
+
+    resolver = Resolver(cfn)
+    function = resolver.resolve(cfn["Resources"]["ThreadlineFunction"]["Properties"])
+    (alias,) = resources_of(cfn, "AWS::Lambda::Alias").values()
+    env = function["Environment"]["Variables"]
+    assert env["BACKGROUND_DISPATCH"] == "lambda"
+    assert env["THREADLINE_JOB_QUALIFIER"] == alias["Properties"]["Name"] == "live"
+
+    (config,) = resources_of(cfn, "AWS::Lambda::EventInvokeConfig").values()
+    props = config["Properties"]
+    assert props["FunctionName"] == {"Ref": "ThreadlineFunction"}
+    assert props["Qualifier"] == "live"
+    assert props["MaximumRetryAttempts"] == 2
+    assert props["MaximumEventAgeInSeconds"] == 600 < QUEUE_SECONDS
+    assert not props.get("DestinationConfig")  # no other resource is written to
+
+    # The ARN the role names is this function's: its fixed name, from the stack name.
+    assert function["FunctionName"] == "threadline-test-threadline"
+    long_stack = Resolver(cfn)
+    long_stack.values["AWS::StackName"] = "s" * 53  # the longest docs/deployment.md allows
+    assert len(long_stack.resolve(cfn["Resources"]["ThreadlineFunction"]["Properties"])["FunctionName"]) == 64

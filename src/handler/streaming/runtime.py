@@ -23,7 +23,10 @@ Then, for each event from `/runtime/invocation/next`: the context is built from 
 invocation's headers, the trace header is exported as `_X_AMZN_TRACE_ID`, Mangum's
 handlers turn the event into an ASGI scope, and `StreamingHTTPCycle` streams the
 app's response. Work the app deferred until after its response (`core.after_response`:
-compaction) runs once the response has ended, before the next `/next`. The process,
+compaction) runs once the response has ended, before the next `/next`. An event that
+is a background job (`handler.jobs`: this function invoking itself asynchronously)
+never reaches Mangum: the job runs against the app's services and is answered on the
+buffered `/response`, or on `/error` if it raised. The process,
 its event loop, the app and whatever the app caches (the DynamoDB client, settings,
 secrets) live across invocations, as in any warm
 Lambda container. A Runtime API answering 500 ends the process.
@@ -44,6 +47,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from core import after_response
+from core.background import JOB_KEY
+from handler.jobs import is_job_event, run_job_event
 from handler.lambda_events import sanitized
 from handler.streaming.asgi import ASGIApp, StreamingHTTPCycle
 from handler.streaming.context import LambdaContext
@@ -163,16 +168,21 @@ class Runtime:
                 event = json.loads(invocation.body)
                 if not isinstance(event, dict):
                     raise ValueError("the event is not a JSON object")
-                handler = self.adapter.infer(sanitized(event), context)
-                scope, body = handler.scope, handler.body
+                job = is_job_event(event)
+                if not job:
+                    handler = self.adapter.infer(sanitized(event), context)
+                    scope, body = handler.scope, handler.body
             except Exception as error:
                 logger.error("Unsupported event: %s", error)
                 category = "Runtime.UnsupportedEvent"
                 message = (
-                    "This function serves HTTP events only (API Gateway REST or HTTP API, a Function URL, "
-                    f"an ALB): {type(error).__name__}"
+                    "This function serves HTTP events (API Gateway REST or HTTP API, a Function URL, an ALB) "
+                    f"and its own background jobs only: {type(error).__name__}"
                 )
                 await self.api.post_error(invocation.request_id, ErrorReport(category, type(error).__name__, message))
+                return
+            if job:
+                await self.handle_job(invocation, event, started)
                 return
             deferred: list[after_response.Work] = []
             scope[after_response.SCOPE_KEY] = deferred
@@ -202,6 +212,34 @@ class Runtime:
                 logger.exception("Could not report the failure to the Runtime API")
         finally:
             request_id_var.reset(token)
+
+    async def handle_job(self, invocation: Invocation, event: dict[str, Any], started: float) -> None:
+        """A background job (`handler.jobs`), from an asynchronous invocation of this
+        function: run to its end, then answered on the buffered `/response` (nobody
+        reads an asynchronous invocation's answer as a stream). A job that raised is
+        reported to `/error`, so Lambda's retry policy applies; the job's own claim
+        makes a retry safe. Deferred work runs after the answer, before `/next`."""
+        deferred: list[after_response.Work] = []
+        try:
+            result = await run_job_event(self.app, event, deferred)
+        except Exception as error:
+            logger.exception("The background job failed; Lambda may retry it")
+            report = ErrorReport.from_exception(error, "Function.BackgroundJobFailed", details=False)
+            await self.api.post_error(invocation.request_id, report)
+            return
+        finally:
+            logger.info("background job %s in %.1f ms", _job_label(event), (time.perf_counter() - started) * 1000)
+        payload = json.dumps(result, separators=(",", ":")).encode()
+        await self.api.post_response(invocation.request_id, payload)
+        await after_response.run(deferred)
+
+
+def _job_label(event: dict[str, Any]) -> str:
+    """The job's kind and response id, for the log (nothing else of the payload)."""
+    payload = event.get(JOB_KEY)
+    if not isinstance(payload, dict):
+        return "(malformed)"
+    return " ".join(str(payload.get(name))[:64] for name in ("kind", "response_id"))
 
 
 class _RequestIdFilter(logging.Filter):

@@ -18,6 +18,9 @@ Protocol, as AWS documents it:
   /2018-06-01/runtime/init/error` take `{"errorMessage", "errorType", "stackTrace"}`
   with a `Lambda-Runtime-Function-Error-Type` header; a 500 answer means the
   container is broken and the runtime should exit.
+- `POST .../invocation/{id}/response` without a response mode header takes the whole
+  payload at once (a buffered response): how the runtime answers a background job,
+  an asynchronous invocation whose answer nobody reads.
 - https://docs.aws.amazon.com/lambda/latest/dg/runtimes-custom.html#runtimes-custom-response-streaming:
   a streamed response sets `Lambda-Runtime-Function-Response-Mode: streaming` and
   `Transfer-Encoding: chunked`, and reports an error that happens after it began in
@@ -333,6 +336,15 @@ class RuntimeAPI:
         response = await self._request("GET", path)
         if response.status != 200:
             raise RuntimeAPIError(response.status, path, response.body)
+
+    async def post_response(self, request_id: str, payload: bytes) -> int:
+        """Answer an invocation with one buffered payload (no response mode header): what
+        an asynchronous invocation, which nobody reads as a stream, is answered with."""
+        path = f"/{API_VERSION}/runtime/invocation/{request_id}/response"
+        response = await self._request("POST", path, headers={"Content-Type": "application/json"}, body=payload)
+        if response.status >= 300:
+            logger.error("The Runtime API refused the response to %s: %s", path, response.status)
+        return response.status
 
     async def post_error(self, request_id: str, error: ErrorReport) -> int:
         """Report a failed invocation (only before its response began)."""
