@@ -29,7 +29,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> ServerProcess:
-        self.process = subprocess.Popen(  # noqa: S603
+        self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "handler.app:app", "--host", "127.0.0.1", "--port", str(self.port)],
             env=self.env,
             cwd=ROOT,

@@ -31,7 +31,6 @@ from tests.e2e.events import rest_event
 from tests.e2e.fake_lambda import FakeLambda
 from tests.e2e.fake_runtime_api import FakeRuntimeAPI, Invocation
 from tests.e2e.runtime_process import LAMBDA_ENV, RuntimeProcess
-from tests.e2e.store_bugs import RESERVED_REQUEST_PROJECTION
 
 KEY = "background-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -124,7 +123,6 @@ def deployment(local_table: tuple[Any, str], tmp_path: Path) -> Iterator[Deploym
         yield Deployment(web, jobs, invoke, env, tmp_path, stack)
 
 
-@RESERVED_REQUEST_PROJECTION
 def test_a_background_response_runs_in_another_invocation_and_completes(deployment: Deployment) -> None:
     jobs = deployment.environment("job")
     reply = deployment.create("tell me a story")
@@ -158,7 +156,6 @@ def test_a_background_response_runs_in_another_invocation_and_completes(deployme
     assert "background job response " + response_id in jobs.log()
 
 
-@RESERVED_REQUEST_PROJECTION
 def test_a_duplicated_delivery_runs_the_model_once(deployment: Deployment) -> None:
     """Lambda may deliver an asynchronous event twice: two environments take it at
     once; the conditional claim lets one run it, the other is refused and answers."""
@@ -203,7 +200,6 @@ def _replayed_types(deployment: Deployment, response_id: str) -> list[str]:
     return types
 
 
-@RESERVED_REQUEST_PROJECTION
 def test_a_job_killed_mid_run_ends_failed_once_its_lease_lapses(deployment: Deployment) -> None:
     worker = deployment.environment("job")
     long_text = " ".join(f"word{n}" for n in range(40))
@@ -227,7 +223,6 @@ def test_a_job_killed_mid_run_ends_failed_once_its_lease_lapses(deployment: Depl
     assert invocation.response is None and invocation.error is None  # never answered
 
 
-@RESERVED_REQUEST_PROJECTION
 def test_a_retry_after_the_worker_died_ends_the_response_failed_without_running_it_again(
     deployment: Deployment, local_table: tuple[Any, str]
 ) -> None:

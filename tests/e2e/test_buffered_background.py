@@ -12,7 +12,6 @@ import pytest
 
 from tests.e2e.events import rest_event
 from tests.e2e.fake_lambda import FakeLambda
-from tests.e2e.store_bugs import RESERVED_REQUEST_PROJECTION
 from tests.e2e.test_buffered_handler import Handler, body_of, context
 
 KEY = "buffered-background-key"
@@ -49,7 +48,6 @@ def handler(
     return lambda_buffered.handler
 
 
-@RESERVED_REQUEST_PROJECTION
 def test_a_background_response_completes_through_the_job_invocation(handler: Handler, delivered: list[bytes]) -> None:
     created = handler(
         rest_event("POST", "/v1/responses", {"model": "echo", "input": "later", "background": True}, headers=AUTH),

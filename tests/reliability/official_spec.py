@@ -62,7 +62,7 @@ SPEC_EXCEPTIONS: dict[tuple[str, int], SpecException] = {
     ("cancelResponse", 404): SpecException(
         "ErrorResponse",
         "As for deleteResponse: the spec documents a bare `Error` for this 404, while the live "
-        "API and the SDKs use the wrapped `{\"error\": {...}}` shape everywhere.",
+        'API and the SDKs use the wrapped `{"error": {...}}` shape everywhere.',
     ),
     ("deleteResponse", 200): SpecException(
         None,
