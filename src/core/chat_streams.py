@@ -227,17 +227,19 @@ def frame(text: str) -> bytes:
 
 
 async def open_frames(
-    events: AsyncIterator[tuple[int, str]], failure: list[ApiError], keepalive_seconds: float
+    events: AsyncIterator[tuple[int, str]], failure: list[ApiError] | None, keepalive_seconds: float
 ) -> AsyncIterator[bytes]:
     """A recorded answer's SSE frames, keepalives included. With `failure` (the run's
     own, in the process that runs it), this waits for the model's first event like a
-    plain stream does, so a failure before any token is that HTTP status, not a stream."""
+    plain stream does, so a failure before any token is that HTTP status, not a stream;
+    a resumed stream (None) starts at once."""
     ticks = cast(AsyncGenerator[tuple[int, str] | None, None], with_keepalive(events, keepalive_seconds))
     head: list[tuple[int, str] | None] = []
-    async for item in ticks:  # the role chunk, then the first model event or a tick
-        head.append(item)
-        if item is None or len(head) == 2:
-            break
+    if failure is not None:
+        async for item in ticks:  # the role chunk, then the first model event or a tick
+            head.append(item)
+            if item is None or len(head) == 2:
+                break
     if failure and len(head) == 2 and head[1] is not None and head[1][1].startswith('{"error"'):
         await ticks.aclose()
         raise failure[0]

@@ -221,7 +221,7 @@ async def resume_stream(request: Request) -> Response:
         )
     stream_id, events = await resumable_chat(request).resume(key, after)
     keepalive = float(getattr(request.app.state, "keepalive_seconds", KEEPALIVE_SECONDS))
-    frames = await open_frames(events, [], keepalive)
+    frames = await open_frames(events, None, keepalive)
     return StreamingResponse(
         frames,
         media_type="text/event-stream",

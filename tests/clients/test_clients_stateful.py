@@ -15,7 +15,7 @@ from tests.clients.harness import ClientRuns, echo
 pytestmark = pytest.mark.integration
 
 CLIENT_SCENARIOS = {
-    "openai_sdk.mjs": ("models_retrieve", "conversations", "responses_session_header"),
+    "openai_sdk.mjs": ("models_retrieve", "conversations", "responses_session_header", "background_and_resume"),
     "ai_sdk.mjs": ("responses_default_store",),
     "agents_sdk.py": ("conversations_session", "conversation_id"),
     "langchain_client.py": ("responses_session_header",),
@@ -46,6 +46,17 @@ def test_node_sdk_responses_with_the_session_header_continue_that_session(client
     assert seen["replies"] == [echo("hi", 1), echo("and now Responses", 3)]
     assert seen["response_session"] == seen["session"]
     assert seen["invalid"] == {"status": 400, "code": "invalid_session_id"}
+
+
+def test_node_sdk_background_response_and_a_resumed_stream(clients: ClientRuns) -> None:
+    seen = clients.saw("openai_sdk.mjs", "background_and_resume")
+    assert seen["queued"] == {"status": "queued", "background": True}
+    assert seen["done"] == {"status": "completed", "text": echo("in the background", 1)}
+    # Four events read, the connection dropped, the rest from starting_after: all of them once.
+    assert seen["sequence"] == list(range(len(seen["sequence"])))
+    assert seen["last"] == "response.completed"
+    assert seen["text"] == echo("one two three four five", 1)
+    assert seen["cancelEnded"] == {"type": "BadRequestError", "status": 400}
 
 
 # -- the Vercel AI SDK ----------------------------------------------------------------

@@ -109,8 +109,8 @@ def chat(text_: str, *, session: str | None = None, stream: bool = False) -> dic
     return rest_event("POST", "/v1/chat/completions", body, headers=headers)
 
 
-def respond(input_: str, *, previous: str | None = None, stream: bool = False) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": "smart", "stream": stream, "input": input_}
+def respond(input_: str, *, previous: str | None = None, stream: bool = False, store: bool = True) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": "smart", "stream": stream, "input": input_, "store": store}
     if previous:
         body["previous_response_id"] = previous
     return rest_event("POST", "/v1/responses", body, headers=AUTH)
@@ -168,7 +168,8 @@ def test_a_responses_stream_reset_while_the_model_is_silent_cancels_it_at_once(
     api: FakeRuntimeAPI, upstream: FakeUpstream, runtime: RuntimeProcess, store: DynamoDBSessionStore
 ) -> None:
     """Nothing is being written (the model thinks for 10 s, the keepalive is 15 s away):
-    the runtime still notices the reset connection and cancels the model call."""
+    the runtime still notices the reset connection and cancels the model call (of a
+    plain stream, `store: false`: a stored one is recorded and goes on, below)."""
     upstream.push(text("Answer one."))
     prelude, first = answer(served(api, respond("one")))
     session = prelude["headers"][SESSION]
@@ -176,7 +177,7 @@ def test_a_responses_stream_reset_while_the_model_is_silent_cancels_it_at_once(
     assert len(before) == 2
 
     upstream.push(stall(10.0, after=("Let me think",)))
-    event = respond("hard question", previous=first["id"], stream=True)
+    event = respond("hard question", previous=first["id"], stream=True, store=False)
     cut = served(api, event, cut_after=b"Let me think", cut_with_reset=True)
     assert cut.response is not None and cut.response.cut_at is not None, runtime.log()
     created = next(frame for frame in sse_events(cut.response.split()[1]) if frame["type"] == "response.created")
@@ -192,6 +193,32 @@ def test_a_responses_stream_reset_while_the_model_is_silent_cancels_it_at_once(
     assert upstream.last.body["messages"] == [*before, {"role": "user", "content": "two"}]
     assert len(stored(store, session)) == 4
     assert_cut_quietly(runtime)
+
+
+def test_a_stored_responses_stream_goes_on_after_a_reset_and_is_replayed_by_the_next_invocation(
+    api: FakeRuntimeAPI, upstream: FakeUpstream, runtime: RuntimeProcess, store: DynamoDBSessionStore
+) -> None:
+    """A stored stream is recorded (issue 13): the runtime finishes the run after the
+    client left, before it takes the next invocation, which replays every event."""
+    upstream.push(text("Answer one."))
+    _, first = answer(served(api, respond("one")))
+    upstream.push(text(("Let me think", " about", " it", " carefully."), gap=0.3))
+    cut = served(api, respond("hard question", previous=first["id"], stream=True), cut_after=b"Let me think")
+    assert cut.response is not None and cut.response.cut_at is not None, runtime.log()
+    prelude, payload = cut.response.split()
+    session = prelude["headers"][SESSION]
+    created = next(frame for frame in sse_events(payload) if frame["type"] == "response.created")
+    response_id = created["response"]["id"]
+    upstream.last.wait_done(timeout=CANCEL_WAIT)
+    assert upstream.last.completed and not upstream.last.disconnected, "the run stopped with its client"
+    replay = served(api, rest_event("GET", f"/v1/responses/{response_id}", headers=AUTH, query={"stream": "true"}))
+    assert replay.response is not None
+    events = sse_events(replay.response.split()[1])
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[-1]["type"] == "response.completed"
+    deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert deltas == "Let me think about it carefully."
+    assert [m["role"] for m in stored(store, session)] == ["user", "assistant", "user", "assistant"]
 
 
 def test_a_connection_closed_while_the_model_is_silent_is_noticed_too(

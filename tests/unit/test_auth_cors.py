@@ -178,7 +178,7 @@ async def test_every_response_to_an_allowed_origin_exposes_the_session_header(
     response = await keyed.request(method, path, **kwargs)
     assert response.status_code == status
     assert response.headers["access-control-allow-origin"] == ORIGIN
-    assert response.headers["access-control-expose-headers"] == HEADER
+    assert response.headers["access-control-expose-headers"] == f"{HEADER}, X-Threadline-Stream-Id"
     assert response.headers["vary"] == "Origin"
 
 

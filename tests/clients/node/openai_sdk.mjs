@@ -102,6 +102,45 @@ await runScenarios({
     };
   },
 
+  // Issue 13: a background response polled to its end, a stream dropped after a few
+  // events and resumed with `retrieve(id, { stream: true, starting_after })`, and a
+  // cancel of a response that has already ended.
+  async background_and_resume() {
+    const queued = await client.responses.create({ model: 'echo', input: 'in the background', background: true });
+    let done = queued;
+    for (let i = 0; i < 200 && ['queued', 'in_progress'].includes(done.status); i += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      done = await client.responses.retrieve(queued.id);
+    }
+    const seen = [];
+    const stream = await client.responses.create({ model: 'echo', input: 'one two three four five', stream: true });
+    for await (const event of stream) {
+      seen.push(event);
+      if (seen.length === 4) break;
+    }
+    const rest = [];
+    const resumed = await client.responses.retrieve(seen[0].response.id, {
+      stream: true,
+      starting_after: seen[seen.length - 1].sequence_number,
+    });
+    for await (const event of resumed) rest.push(event);
+    const all = [...seen, ...rest];
+    let cancelEnded = null;
+    try {
+      await client.responses.cancel(queued.id);
+    } catch (error) {
+      cancelEnded = { type: error.constructor.name, status: error.status };
+    }
+    return {
+      queued: { status: queued.status, background: queued.background },
+      done: { status: done.status, text: done.output_text },
+      sequence: all.map((event) => event.sequence_number),
+      last: all[all.length - 1].type,
+      text: all.filter((e) => e.type === 'response.output_text.delta').map((e) => e.delta).join(''),
+      cancelEnded,
+    };
+  },
+
   // A client that sets X-Hermes-Session-Id on every request: chat first, then Responses
   // on the same session.
   async responses_session_header() {
