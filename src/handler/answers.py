@@ -29,15 +29,25 @@ def _session_headers(session_id: str | None) -> dict[str, str]:
 
 
 async def buffered(
-    request: Request, *, owner: str, body: dict[str, Any], answer: Callable[[], Awaitable[Answer]]
+    request: Request,
+    *,
+    owner: str,
+    body: dict[str, Any],
+    answer: Callable[[], Awaitable[Answer]],
+    stored_with_session: bool = True,
 ) -> Response:
     """Run `answer()` and send its body; with an `Idempotency-Key`, run it once per key
-    and send every retry the same bytes."""
+    and send every retry the same bytes. `stored_with_session` False: the session the
+    answer names does not hold it yet (a queued background response), so its record is
+    not linked from that session (whose head may not exist yet) and only names it."""
 
     async def record() -> dict[str, Any]:
         session_id, payload = await answer()
         # Kept as text so that a replayed answer is the same bytes as the first.
-        return {"session_id": session_id, "body": json.dumps(payload, ensure_ascii=False, separators=(",", ":"))}
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        if not stored_with_session:
+            return {"session_id": None, "session_header": session_id, "body": text}
+        return {"session_id": session_id, "body": text}
 
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
@@ -50,7 +60,8 @@ async def buffered(
             request={"body": body, "session": request.headers.get(SESSION_HEADER)},
             produce=record,
         )
-    return Response(result["body"], media_type="application/json", headers=_session_headers(result["session_id"]))
+    session = result.get("session_header") or result["session_id"]
+    return Response(result["body"], media_type="application/json", headers=_session_headers(session))
 
 
 async def streamed(request: Request, *, session_id: str | None, opening: Awaitable[AsyncIterator[bytes]]) -> Response:

@@ -55,9 +55,12 @@ async def create_response(request: Request) -> Response:
             raise answers.with_session_header(error, prepared.session_id) from None
 
     if body.background and not body.stream:
-        prepared = await service.prepare(body, owner=owner, session_header=session_header)
-        queued = await recorded_responses(request).queue(prepared, raw, session_header)
-        return JSONResponse(queued, headers={SESSION_HEADER: prepared.session_id or ""})
+        # Queued at once, run by a job; an Idempotency-Key queues it once per key.
+        async def queue() -> answers.Answer:
+            prepared = await service.prepare(body, owner=owner, session_header=session_header)
+            return prepared.session_id, await recorded_responses(request).queue(prepared, raw, session_header)
+
+        return await answers.buffered(request, owner=owner, body=raw, answer=queue, stored_with_session=False)
     if not body.stream:
         return await answers.buffered(request, owner=owner, body=raw, answer=answer)
     prepared = await service.prepare(body, owner=owner, session_header=session_header)

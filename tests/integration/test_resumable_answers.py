@@ -122,6 +122,19 @@ def test_a_background_response_is_queued_then_completed_and_streamable(
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
 
 
+def test_a_background_request_retried_with_its_idempotency_key_is_queued_once(
+    servers: tuple[LiveServer, LiveServer], local_table: tuple[Any, str]
+) -> None:
+    first, second = servers
+    body = {"model": "echo", "input": WORDS, "background": True}
+    once = httpx.post(f"{first.url}/v1/responses", json=body, headers={"Idempotency-Key": "bg-1"})
+    again = httpx.post(f"{second.url}/v1/responses", json=body, headers={"Idempotency-Key": "bg-1"})
+    assert once.status_code == again.status_code == 200
+    assert once.content == again.content and once.headers[HEADER] == again.headers[HEADER]
+    response_items = [i for i in table_items(*local_table) if i["sk"]["S"] == "RESPONSE"]
+    assert [i["response_id"]["S"] for i in response_items] == [once.json()["id"]]
+
+
 def test_two_followers_at_once_see_the_same_events(servers: tuple[LiveServer, LiveServer]) -> None:
     first, second = servers
     queued = sdk(first).responses.create(model="echo", input=WORDS, background=True)
