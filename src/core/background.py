@@ -59,7 +59,3 @@ class InProcessDispatcher:
             await self._run(job)
         except Exception:
             logger.exception("background job failed", extra={"job": job.get(JOB_KEY, {}).get("kind")})
-
-    async def drain(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -82,6 +82,8 @@ class Recorder:
         """Given the next sequence number: the events that end a cancelled run, and the
         state attributes to set (a Response body)."""
         self.last_added = -1
+        self._sealed = False
+        """Set once a cancel's last events are in: what the producer still makes is dropped."""
         self._last_check = time.monotonic()
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -92,6 +94,8 @@ class Recorder:
 
     def add(self, seq: int, event: dict[str, Any]) -> None:
         """One event of the run: to this process's followers now, to the store soon."""
+        if self._sealed:
+            return
         text = event_json(event)
         self.last_added = max(self.last_added, seq)
         self.broadcast.publish(seq, text)
@@ -190,6 +194,7 @@ class Recorder:
                     self.add(
                         int(event["sequence_number"]) if "sequence_number" in event else self.last_added + 1, event
                     )
+                self._sealed = True
                 events = list(self.pending)
                 await anyio.to_thread.run_sync(
                     lambda: self.log.flush(

@@ -102,9 +102,3 @@ async def _final_flush(recorder: Recorder, status: str, attrs: dict[str, Any]) -
         except StoreUnavailable:
             await asyncio.sleep(0.2 * 2**attempt)
     logger.error("could not record the end of a run", extra={"log": recorder.key.pk})
-
-
-async def drain() -> None:
-    """Wait for every run of this process (tests; a server shutting down gracefully)."""
-    while _running:
-        await asyncio.gather(*list(_running), return_exceptions=True)

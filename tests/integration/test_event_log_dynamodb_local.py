@@ -1,0 +1,87 @@
+"""The recorded-answer log on DynamoDB Local (`core.store.events`): what followers read,
+and the guard that keeps a cancelled or finished run from writing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core.store.base import StoreUnavailable
+from core.store.events import DynamoDBEventLog, RunRevoked
+from core.store.keys import response_log
+
+KEY = response_log("RESPONSE#alice#resp_test")
+
+
+@pytest.fixture
+def log(local_table: tuple[Any, str]) -> DynamoDBEventLog:
+    client, name = local_table
+    event_log = DynamoDBEventLog(client, name)
+    event_log.open(KEY, worker="w1", lease_until=10**10, expires_at=None, attrs={})
+    return event_log
+
+
+def batch(first: int, last: int) -> list[tuple[int, str]]:
+    return [(seq, f'{{"n":{seq}}}') for seq in range(first, last + 1)]
+
+
+def test_a_follower_reads_exactly_the_events_after_the_one_it_has(log: DynamoDBEventLog) -> None:
+    log.flush(KEY, batch(0, 4), worker="w1", lease_until=10**10, expires_at=None)
+    log.flush(KEY, batch(5, 5), worker="w1", lease_until=10**10, expires_at=None)
+    log.flush(KEY, batch(6, 9), worker="w1", lease_until=10**10, expires_at=None)
+    for after in (-1, 0, 3, 4, 5, 8, 9):
+        read = log.read(KEY, after)
+        assert [seq for seq, _ in read.events] == list(range(after + 1, 10))
+        assert read.state is not None and read.state.last_seq == 9 and read.state.status == "in_progress"
+    assert log.read(KEY, 2).events[0] == (3, '{"n":3}')
+
+
+def test_a_batch_is_written_once(log: DynamoDBEventLog) -> None:
+    log.flush(KEY, batch(0, 2), worker="w1", lease_until=10**10, expires_at=None)
+    with pytest.raises(StoreUnavailable):
+        log.flush(KEY, [(2, '{"n":"again"}')], worker="w1", lease_until=10**10, expires_at=None)
+    assert log.read(KEY, -1).events == batch(0, 2)
+
+
+def test_after_a_cancel_request_only_the_ending_write_is_taken(log: DynamoDBEventLog) -> None:
+    log.flush(KEY, batch(0, 1), worker="w1", lease_until=10**10, expires_at=None)
+    state = log.get_state(KEY)
+    assert state is not None and log.request_cancel(KEY, state)
+    with pytest.raises(RunRevoked):
+        log.flush(KEY, batch(2, 2), worker="w1", lease_until=10**10, expires_at=None)
+    with pytest.raises(RunRevoked):  # another worker may not end it
+        log.flush(KEY, batch(2, 2), worker="w2", lease_until=0, expires_at=None, status="cancelled", cancellable=False)
+    log.flush(KEY, batch(2, 3), worker="w1", lease_until=0, expires_at=None, status="cancelled", cancellable=False)
+    read = log.read(KEY, -1)
+    assert [seq for seq, _ in read.events] == [0, 1, 2, 3]
+    assert read.state is not None and read.state.status == "cancelled" and read.state.finished
+    with pytest.raises(RunRevoked):  # nothing after the end
+        log.flush(KEY, batch(4, 4), worker="w1", lease_until=10**10, expires_at=None, cancellable=False)
+
+
+def test_ending_from_outside_holds_only_on_the_state_it_read(log: DynamoDBEventLog) -> None:
+    log.flush(KEY, batch(0, 1), worker="w1", lease_until=10**10, expires_at=None)
+    seen = log.get_state(KEY)
+    assert seen is not None
+    log.flush(KEY, batch(2, 2), worker="w1", lease_until=10**10, expires_at=None)  # the worker moved on
+    assert not log.end(KEY, seen, status="failed", last_events=[(2, '{"end":1}')], expires_at=None)
+    current = log.get_state(KEY)
+    assert current is not None
+    assert log.end(KEY, current, status="failed", last_events=[(3, '{"end":1}')], expires_at=None)
+    ended = log.read(KEY, 1)
+    assert ended.events == [(2, '{"n":2}'), (3, '{"end":1}')]
+    assert ended.state is not None and ended.state.ended_outside and ended.state.status == "failed"
+
+
+def test_a_queued_run_is_claimed_once(local_table: tuple[Any, str]) -> None:
+    client, name = local_table
+    event_log = DynamoDBEventLog(client, name)
+    key = response_log("RESPONSE#alice#resp_queued")
+    client.put_item(
+        TableName=name,
+        Item={"pk": {"S": key.pk}, "sk": {"S": key.state_sk}, "status": {"S": "queued"}, "last_seq": {"N": "-1"}},
+    )
+    first = event_log.claim(key, worker="w1", lease_until=10**10)
+    assert first is not None and first.worker == "w1" and first.status == "in_progress"
+    assert event_log.claim(key, worker="w2", lease_until=10**10) is None
