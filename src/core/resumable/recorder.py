@@ -128,15 +128,19 @@ class Recorder:
     async def _check_cancel(self) -> None:
         self._last_check = time.monotonic()
         state = await anyio.to_thread.run_sync(self.log.get_state, self.key)
-        if state is not None and state.cancel_requested:
+        if state is None or state.cancel_requested:  # deleted, or asked to stop
             async with self._lock:
                 await self._refused()
 
-    async def flush(self, *, status: str | None = None, attrs: dict[str, Any] | None = None) -> None:
+    async def flush(
+        self, *, status: str | None = None, attrs: dict[str, Any] | None = None, cancellable: bool = True
+    ) -> None:
+        """Write what is pending; with `status`, end the run (a run that reached its end
+        is written as it ended, `cancellable=False`, even if a cancel came meanwhile)."""
         async with self._lock:
-            await self._write(status=status, attrs=attrs)
+            await self._write(status=status, attrs=attrs, cancellable=cancellable)
 
-    async def _write(self, *, status: str | None, attrs: dict[str, Any] | None) -> None:
+    async def _write(self, *, status: str | None, attrs: dict[str, Any] | None, cancellable: bool = True) -> None:
         if self.revoked:
             return
         events = list(self.pending)
@@ -150,6 +154,7 @@ class Recorder:
                     expires_at=self.expires_at,
                     status=status,
                     attrs=attrs,
+                    cancellable=cancellable,
                 )
             )
         except RunRevoked:

@@ -97,7 +97,7 @@ async def _final_flush(recorder: Recorder, status: str, attrs: dict[str, Any]) -
     only be ended by its lease lapsing."""
     for attempt in range(5):
         try:
-            await recorder.flush(status=status, attrs=attrs)
+            await recorder.flush(status=status, attrs=attrs, cancellable=False)
             return
         except StoreUnavailable:
             await asyncio.sleep(0.2 * 2**attempt)
