@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from core.errors import ApiError, bad_request
-from core.responses.sse import open_response_stream, parsed, recorded_frames
+from core.responses.sse import open_recorded_stream, open_response_stream, recorded_frames
 from core.responses.wire import CreateResponseRequest, parse_create_request
 from core.sessions import SESSION_HEADER
 from core.sse import KEEPALIVE_SECONDS
@@ -71,8 +71,7 @@ async def create_response(request: Request) -> Response:
     # A stored stream is recorded: it runs on when its client leaves, who may come back
     # with GET /v1/responses/{id}?stream=true&starting_after=N.
     run = await recorded_responses(request).start_stream(prepared)
-    events = parsed(run.recorder.broadcast.follow(-1))
-    opening = open_response_stream(events, prepared, _keepalive_seconds(request))
+    opening = open_recorded_stream(run.recorder.broadcast.follow(-1), prepared, _keepalive_seconds(request))
     return await answers.streamed(request, session_id=prepared.session_id, opening=opening)
 
 

@@ -65,15 +65,54 @@ async def _frames(
         await rest.aclose()
 
 
-async def parsed(events: AsyncIterator[tuple[int, str]]) -> AsyncIterator[dict[str, Any]]:
-    """Recorded events (sequence number, JSON) as event objects."""
-    async for _seq, text in events:
-        yield json.loads(text)
+_TYPE_PREFIX = '{"type":"'
+
+
+def event_type(text: str) -> str:
+    """A recorded event's type, read from its JSON's first key without parsing it all
+    (events are written with `type` first); parsed when it is not there."""
+    if text.startswith(_TYPE_PREFIX):
+        end = text.find('"', len(_TYPE_PREFIX))
+        if end > 0:
+            return text[len(_TYPE_PREFIX) : end]
+    return str(json.loads(text)["type"])
 
 
 def _recorded_frame(text: str) -> bytes:
-    kind = json.loads(text)["type"]
-    return f"event: {kind}\ndata: {text}\n\n".encode()
+    return f"event: {event_type(text)}\ndata: {text}\n\n".encode()
+
+
+async def open_recorded_stream(
+    events: AsyncIterator[tuple[int, str]], prepared: PreparedResponse, keepalive_seconds: float
+) -> AsyncIterator[bytes]:
+    """`open_response_stream` for the client of a recorded run in its own process: the
+    same wait for the first event past the opening ones (a failure before it is that
+    HTTP status), then the recorded JSON framed as it is, never parsed again."""
+    ticks = cast(AsyncGenerator[tuple[int, str] | None, None], with_keepalive(events, keepalive_seconds))
+    head: list[tuple[int, str] | None] = []
+    async for item in ticks:
+        head.append(item)
+        if item is None or event_type(item[1]) not in _OPENING:
+            break
+    last = head[-1] if head else None
+    if last is not None and event_type(last[1]) == "response.failed" and prepared.failure is not None:
+        await ticks.aclose()
+        raise prepared.failure
+    return _recorded_frames(head, ticks)
+
+
+async def _recorded_frames(
+    head: list[tuple[int, str] | None], rest: AsyncGenerator[tuple[int, str] | None, None]
+) -> AsyncIterator[bytes]:
+    try:
+        for item in head:
+            yield KEEPALIVE if item is None else _recorded_frame(item[1])
+        async for item in rest:
+            yield KEEPALIVE if item is None else _recorded_frame(item[1])
+    except Exception:
+        logger.exception("response stream failed")
+    finally:
+        await rest.aclose()
 
 
 async def recorded_frames(events: AsyncIterator[tuple[int, str]], keepalive_seconds: float) -> AsyncIterator[bytes]:
