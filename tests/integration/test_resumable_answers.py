@@ -190,6 +190,25 @@ def test_cancel_stops_a_background_response_while_a_follower_waits(
             sdk(first).responses.cancel(plain.id)
 
 
+def test_a_streamed_background_response_is_cancelled_under_its_own_client(store: DynamoDBSessionStore) -> None:
+    """`background` with `stream`: it runs where it was asked, streams to its client, and
+    a cancel from another server ends that client's stream too, with what it was sent."""
+    with serve(store, delay=0.2) as first, serve(store) as second:
+        seen: list[dict[str, Any]] = []
+        with sdk(first).responses.create(model="echo", input=WORDS, background=True, stream=True) as stream:
+            for event in stream:
+                seen.append(event.model_dump(mode="json", exclude_unset=True))
+                if event.type == "response.output_text.delta" and "w1" in event.delta:
+                    assert sdk(second).responses.cancel(seen[0]["response"]["id"]).status == "cancelled"
+        check_sequence(seen, 0)
+        assert seen[0]["response"]["background"] is True
+        assert seen[-1]["type"] == "response.failed" and seen[-1]["response"]["status"] == "cancelled"
+        sent = "".join(e["delta"] for e in seen if e["type"] == "response.output_text.delta")
+        assert "w1" in sent and not sent.endswith("message.)")
+        kept = sdk(second).responses.retrieve(seen[0]["response"]["id"])
+        assert kept.status == "cancelled" and kept.output_text == sent
+
+
 def test_a_response_whose_worker_dies_ends_failed_once_its_lease_lapses(
     store: DynamoDBSessionStore, dynamodb_local: str
 ) -> None:
