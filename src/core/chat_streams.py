@@ -36,6 +36,7 @@ from core.resumable.recorder import Recorder, RecordingPolicy
 from core.sessions import RESUMABLE_HEADER
 from core.sse import KEEPALIVE, with_keepalive
 from core.store.base import SessionKey, StoreUnavailable
+from core.store.errors import store_errors
 from core.store.events import DynamoDBEventLog, RunState, event_json
 from core.store.keys import STREAM_POINTER_SK, LogKey, chat_stream_log, number_attr, session_pk, string_attr
 
@@ -145,11 +146,12 @@ class ResumableChat:
         return stream_id, chat_stream_log(pk, stream_id)
 
     def _pointer(self, pk: str) -> str | None:
-        reply = self.log.client.get_item(
-            TableName=self.log.table_name,
-            Key={"pk": string_attr(pk), "sk": string_attr(STREAM_POINTER_SK)},
-            ConsistentRead=True,
-        )
+        with store_errors():
+            reply = self.log.client.get_item(
+                TableName=self.log.table_name,
+                Key={"pk": string_attr(pk), "sk": string_attr(STREAM_POINTER_SK)},
+                ConsistentRead=True,
+            )
         item = reply.get("Item")
         if item is None or ("expires_at" in item and int(item["expires_at"]["N"]) <= self.clock()):
             return None

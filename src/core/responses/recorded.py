@@ -183,7 +183,7 @@ class RecordedResponses:
             return
         request = await self.service.store.get_request(owner, response_id)  # type: ignore[attr-defined]
         if request is None:
-            return
+            return  # deleted since the claim: nothing left to run or to end
         stored = await self.service.store.get_response(owner, response_id)
         try:
             prepared = await self.service.prepare(
@@ -279,7 +279,9 @@ class RecordedResponses:
                 raise _missing(response_id)
             if state.status == "queued" or state.lapsed(self.clock()):
                 await self._finish(key, state, "cancelled", None)
-            elif not state.cancel_requested:
+            elif state.cancel_requested:
+                asked = True  # asked already (by another cancel): wait for the same end
+            else:
                 asked = await anyio.to_thread.run_sync(self.log.request_cancel, key, state) or asked
             if time.monotonic() > deadline:
                 raise unavailable("The response did not stop in time; its cancel is recorded, retry to see it end.")
