@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core import telemetry
 from core.compaction import Compactor, after_turn_state, summary_message
@@ -38,6 +38,7 @@ from core.sessions import (
 from core.settings import Settings
 from core.store.base import (
     NewTurn,
+    RunGuard,
     SessionKey,
     SessionState,
     SessionStore,
@@ -45,6 +46,7 @@ from core.store.base import (
     TurnTooLarge,
     TurnUsage,
 )
+from core.store.events import RunRevoked
 from core.wire import (
     ChatCompletionRequest,
     chunk_body,
@@ -54,6 +56,9 @@ from core.wire import (
     usage_body,
     usage_chunk_body,
 )
+
+if TYPE_CHECKING:
+    from core.resumable.recorder import Recorder
 
 logger = logging.getLogger("threadline.chat")
 
@@ -73,6 +78,9 @@ class PreparedTurn:
     include_usage: bool
     completion_id: str = field(default_factory=new_completion_id)
     created: int = field(default_factory=now)
+    recorder: Recorder | None = None
+    """The run's recorder when the answer is recorded (`core.chat_streams`): the turn is
+    stored only while the run is still its worker's, and a cancel that came first wins."""
 
 
 class ReplyBuilder:
@@ -184,7 +192,12 @@ class ChatService:
                     yield self._chunk(turn, {"content": event.text})
             elif isinstance(event, ToolCallDelta):
                 yield self._chunk(turn, {"tool_calls": [_tool_call_chunk(event)]})
-        await self._commit(turn, reply.message(), reply.finish.usage)
+        try:
+            await self._commit(turn, reply.message(), reply.finish.usage)
+        except RunRevoked:
+            if turn.recorder is not None:
+                await turn.recorder.refused()  # cancelled first: nothing stored, the run ends
+            return
         yield self._chunk(turn, {}, finish_reason=reply.finish.reason)
         if turn.include_usage:
             yield usage_chunk_body(
@@ -234,7 +247,19 @@ class ChatService:
         )
         started = time.perf_counter()
         try:
-            result = await self.store.append(turn.key, new_turn, turn.state, fresh_session=turn.fresh_session)
+            if turn.recorder is None:
+                result = await self.store.append(turn.key, new_turn, turn.state, fresh_session=turn.fresh_session)
+            else:
+                async with turn.recorder.committing():
+                    key = turn.recorder.key
+                    result = await self.store.append(
+                        turn.key,
+                        new_turn,
+                        turn.state,
+                        fresh_session=turn.fresh_session,
+                        run_guard=RunGuard(pk=key.pk, state_sk=key.state_sk, worker=turn.recorder.worker),
+                    )
+                    turn.recorder.reached_end = True  # stored: a cancel from now on is too late
         except TurnTooLarge as error:
             raise ApiError(413, error.reason + " Nothing was stored.", code="request_too_large") from None
         except StoreUnavailable:

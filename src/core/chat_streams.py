@@ -110,6 +110,7 @@ class ResumableChat:
             raise unavailable("The answer could not be recorded, so it was not started. Retry the request.") from None
         recorder = Recorder(self.log, key, worker=worker, expires_at=expires, policy=self.policy, clock=self.clock)
         recorder.on_cancel = lambda _seq: ([DONE_EVENT], {})
+        turn.recorder = recorder
         failure: list[ApiError] = []
         counter = iter(range(1 << 62))
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from core.store.base import StoreUnavailable
 from core.store.events import DynamoDBEventLog, RunRevoked
 from core.store.keys import response_log
 
@@ -37,11 +36,14 @@ def test_a_follower_reads_exactly_the_events_after_the_one_it_has(log: DynamoDBE
     assert log.read(KEY, 2).events[0] == (3, '{"n":3}')
 
 
-def test_a_batch_is_written_once(log: DynamoDBEventLog) -> None:
+def test_a_batch_is_written_once_and_a_retry_of_a_landed_flush_is_taken_as_landed(log: DynamoDBEventLog) -> None:
+    """A flush whose answer was lost after it landed is sent again with the same events:
+    it finds its batch there and the state past it, and takes it as written."""
     log.flush(KEY, batch(0, 2), worker="w1", lease_until=10**10, expires_at=None)
-    with pytest.raises(StoreUnavailable):
-        log.flush(KEY, [(2, '{"n":"again"}')], worker="w1", lease_until=10**10, expires_at=None)
+    log.flush(KEY, [(2, '{"n":"again"}')], worker="w1", lease_until=10**10, expires_at=None)
     assert log.read(KEY, -1).events == batch(0, 2)
+    with pytest.raises(RunRevoked):  # and another worker may not write at all
+        log.flush(KEY, [(3, '{"n":"other"}')], worker="w2", lease_until=10**10, expires_at=None, cancellable=False)
 
 
 def test_after_a_cancel_request_only_the_ending_write_is_taken(log: DynamoDBEventLog) -> None:
@@ -85,3 +87,13 @@ def test_a_queued_run_is_claimed_once(local_table: tuple[Any, str]) -> None:
     first = event_log.claim(key, worker="w1", lease_until=10**10)
     assert first is not None and first.worker == "w1" and first.status == "in_progress"
     assert event_log.claim(key, worker="w2", lease_until=10**10) is None
+
+
+def test_a_burst_larger_than_an_item_is_recorded_in_several_batches(log: DynamoDBEventLog) -> None:
+    """A run's last write repeats the whole answer in its done events: over DynamoDB's
+    400 KB item limit even compressed, when the text does not compress."""
+    import secrets
+
+    events = [(seq, '{"text":"' + secrets.token_hex(60_000) + '"}') for seq in range(6)]  # 720 KB of hex
+    log.flush(KEY, events, worker="w1", lease_until=10**10, expires_at=None)
+    assert log.read(KEY, -1).events == events

@@ -100,7 +100,13 @@ class RecordedResponses:
             prepared,
             worker=None,
             status="queued",
-            request={"body": raw, "session_header": session_header, "session_id": prepared.session_id},
+            # The job prepares the request again: a session made for it keeps its id;
+            # one it continues is found again (and a chain moved on since forks anew).
+            request={
+                "body": raw,
+                "session_header": session_header,
+                "session_id": prepared.session_id if prepared.mode in ("new", "fork") else None,
+            },
         )
         try:
             await self.dispatcher.dispatch(background.response_job(prepared.owner, prepared.response_id))

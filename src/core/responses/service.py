@@ -499,6 +499,13 @@ class ResponsesService:
                 previous = await self.store.get_response(owner, previous_id)
                 if previous is None:
                     raise _missing_response(previous_id, "previous_response_id")
+                if previous.status not in ("completed", "incomplete"):
+                    raise bad_request(
+                        f"Response '{previous_id}' is {previous.status.replace('_', ' ')}: only a finished response "
+                        "can be continued. Wait for it to complete (GET /v1/responses/{id}) and try again.",
+                        param="previous_response_id",
+                        code="previous_response_not_finished",
+                    )
                 source = SessionKey(owner=owner, session_id=previous.session_id)
                 chain = await self.store.load_history(source, previous.position, window)
             if not chain.usable:  # its session was deleted or has expired

@@ -61,7 +61,8 @@ async def follow(
         if state.lapsed(clock()):
             await on_lapsed(state)
             continue
-        await anyio.sleep(policy.poll_seconds)
+        # A queued run waits for its job (seconds, maybe minutes): no need to ask ten times a second.
+        await anyio.sleep(policy.poll_seconds if state.status != "queued" else max(policy.poll_seconds, 1.0))
 
 
 def state_seq_is_end(read: LogRead, seq: int) -> bool:

@@ -83,7 +83,10 @@ class Recorder:
         state attributes to set (a Response body)."""
         self.last_added = -1
         self._sealed = False
-        """Set once a cancel's last events are in: what the producer still makes is dropped."""
+        """Set once a write was refused: what the producer still makes is dropped."""
+        self.reached_end = False
+        """Past the point of no return: the turn is stored, or the producer's last event is
+        in. A cancel asked after it is too late: the run is written as it ends."""
         self._last_check = time.monotonic()
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -128,7 +131,7 @@ class Recorder:
     async def _check_cancel(self) -> None:
         self._last_check = time.monotonic()
         state = await anyio.to_thread.run_sync(self.log.get_state, self.key)
-        if state is None or state.cancel_requested:  # deleted, or asked to stop
+        if state is None or (state.cancel_requested and not self.reached_end):  # deleted, or asked to stop
             async with self._lock:
                 await self._refused()
 
@@ -138,7 +141,7 @@ class Recorder:
         """Write what is pending; with `status`, end the run (a run that reached its end
         is written as it ended, `cancellable=False`, even if a cancel came meanwhile)."""
         async with self._lock:
-            await self._write(status=status, attrs=attrs, cancellable=cancellable)
+            await self._write(status=status, attrs=attrs, cancellable=cancellable and not self.reached_end)
 
     async def _write(self, *, status: str | None, attrs: dict[str, Any] | None, cancellable: bool = True) -> None:
         if self.revoked:
@@ -176,6 +179,7 @@ class Recorder:
             yield list(self.pending)
 
     def committed(self, last_seq: int) -> None:
+        self.reached_end = True
         self.writes += 1
         self.recorded = last_seq
         self.pending = [event for event in self.pending if event[0] > last_seq]
@@ -188,19 +192,26 @@ class Recorder:
 
     async def _refused(self) -> None:
         """Why the run's write was refused: a cancel (end it, as cancelled, with what this
-        worker handed out) or the run taken away (stop)."""
+        worker handed out) or the run taken away (stop). A run that has already reached
+        its end (its last event is in) is not ended again: it just stops."""
         if self.revoked:
             return
+        self._sealed = True  # nothing the producer makes from now on goes out
         try:
             state = await anyio.to_thread.run_sync(self.log.get_state, self.key)
-            if state is not None and state.cancel_requested and state.worker == self.worker:
+            if (
+                state is not None
+                and state.cancel_requested
+                and state.worker == self.worker
+                and state.status == "in_progress"
+                and not self.reached_end
+            ):
                 closing, attrs = self.on_cancel(self.last_added + 1)
-                for event in closing:
-                    self.add(
-                        int(event["sequence_number"]) if "sequence_number" in event else self.last_added + 1, event
-                    )
-                self._sealed = True
-                events = list(self.pending)
+                ending = [
+                    (int(event.get("sequence_number", self.last_added + 1 + offset)), event_json(event))
+                    for offset, event in enumerate(closing)
+                ]
+                events = [*self.pending, *ending]
                 await anyio.to_thread.run_sync(
                     lambda: self.log.flush(
                         self.key,
@@ -213,6 +224,9 @@ class Recorder:
                         cancellable=False,
                     )
                 )
+                # Recorded: now this process's followers may have the end too.
+                for seq, text in ending:
+                    self.broadcast.publish(seq, text)
                 self.writes += 1
                 if events:
                     self.recorded = events[-1][0]

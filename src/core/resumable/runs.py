@@ -33,7 +33,14 @@ class Run:
     task: asyncio.Task[None]
 
     async def wait(self) -> None:
-        await asyncio.shield(self.task)
+        """Until the run has ended, however it ended (a run stopped by a cancel is not
+        this waiter's cancellation: that one still propagates)."""
+        try:
+            await asyncio.shield(self.task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not self.task.cancelled() or (current is not None and current.cancelling()):
+                raise
 
 
 def start(
@@ -51,7 +58,10 @@ def start(
     task.add_done_callback(_running.discard)
 
     def stop() -> None:
-        task.cancel()
+        # From the run's own task (its commit or last write was refused) it simply
+        # returns; from elsewhere (the flusher) it is cancelled, which closes the model call.
+        if asyncio.current_task() is not task:
+            task.cancel()
 
     recorder.on_revoked = stop
     run = Run(recorder=recorder, task=task)
@@ -72,6 +82,7 @@ async def _pump(
         async for event in source:
             recorder.add(seq_of(event), event)
             last = event
+        recorder.reached_end = not recorder.revoked
         end = ending(last)
         if end is not None:
             status, attrs = end

@@ -183,13 +183,21 @@ class SessionStore(Protocol):
         ...
 
     async def append(
-        self, key: SessionKey, turn: NewTurn, expected: SessionState | None, *, fresh_session: bool = False
+        self,
+        key: SessionKey,
+        turn: NewTurn,
+        expected: SessionState | None,
+        *,
+        fresh_session: bool = False,
+        run_guard: RunGuard | None = None,
     ) -> AppendResult:
         """Append a turn atomically after whatever the session holds now.
 
         `expected` is the state the caller read (None if the read failed); when
         another turn was appended since, the turn goes after it. `fresh_session`
         says the id was generated for this request, so nobody else can write it.
+        With `run_guard`, the turn is stored only while that recorded run is still its
+        worker's and not asked to stop (`RunRevoked` otherwise; nothing stored).
         """
         ...
 
@@ -271,6 +279,15 @@ class StoredResponse:
     recorded: bool = False
     """Its stream's events are kept: it can be streamed again (`GET ...?stream=true`)."""
     background: bool = False
+
+
+@dataclass(frozen=True)
+class RunGuard:
+    """A recorded run whose turn is being stored: its state item and its worker."""
+
+    pk: str
+    state_sk: str
+    worker: str
 
 
 @dataclass(frozen=True)

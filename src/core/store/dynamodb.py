@@ -61,6 +61,7 @@ from core.store.base import (
     InvalidCursor,
     NewTurn,
     Page,
+    RunGuard,
     SessionKey,
     SessionState,
     SessionSummary,
@@ -73,7 +74,7 @@ from core.store.base import (
 from core.store.codec import head_item, is_expired, message_item, parse_head, stored_message
 from core.store.deletion import delete_partition
 from core.store.errors import refused_by_condition, store_errors, unless_refused
-from core.store.events import RunRevoked
+from core.store.events import RunRevoked, guard
 from core.store.keys import (
     FIRST_MESSAGE_SK,
     HEAD_SK,
@@ -317,10 +318,13 @@ class DynamoDBSessionStore:
         *,
         fresh_session: bool = False,
         extras: ExtraWrites | None = None,
+        run_guard: RunGuard | None = None,
     ) -> AppendResult:
         """See `SessionStore.append`. `extras` adds items to the turn's transaction (a
         stored response, its links): called with the position after the turn and the
         session's expiry, once per attempt, since a concurrent turn moves both."""
+        if run_guard is not None:
+            extras = _with_guard(extras, run_guard, self.table_name)
         self.check_turn(turn.messages, fresh_session=fresh_session, system=turn.system)
         if fresh_session:
             # Nobody else knows this id yet: parts that do not fit one transaction can
@@ -813,6 +817,26 @@ class DynamoDBSessionStore:
                     raise
                 head = self._get_head(key) or head
         raise StoreUnavailable("the session kept changing while it was being deleted")
+
+
+def _with_guard(extras: ExtraWrites | None, run_guard: RunGuard, table_name: str) -> ExtraWrites:
+    """`extras` and a check that the recorded run is still its worker's (a cancel that
+    came first wins: the turn is not stored)."""
+    condition, names, values = guard(run_guard.worker)
+    check = {
+        "ConditionCheck": {
+            "TableName": table_name,
+            "Key": {"pk": string_attr(run_guard.pk), "sk": string_attr(run_guard.state_sk)},
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+    }
+
+    def guarded(position: int, expires_at: int | None) -> list[ExtraWrite]:
+        return [*(extras(position, expires_at) if extras is not None else []), ExtraWrite(check, guard=True)]
+
+    return guarded
 
 
 def _item_bytes(transact_item: dict[str, Any]) -> int:

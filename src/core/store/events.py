@@ -97,6 +97,27 @@ def decode_batch(item: dict[str, Any]) -> Iterator[tuple[int, str]]:
         yield first + offset, text
 
 
+MAX_BATCH_TEXT = 300_000
+"""Bytes of events' JSON in one batch item at most: compressed, always under DynamoDB's
+400 KB item limit (a run's last batch repeats the whole answer in its done events)."""
+
+
+def batch_puts(table: str, key: LogKey, events: list[tuple[int, str]], expires_at: int | None) -> list[dict[str, Any]]:
+    """TransactWriteItems `Put`s of `events`, split into batches of at most
+    `MAX_BATCH_TEXT` bytes (one event is never split: the largest, a terminal event, is
+    bounded by the response's own limit)."""
+    puts: list[dict[str, Any]] = []
+    start, size = 0, 0
+    for index, (_seq, text) in enumerate(events):
+        if index > start and size + len(text.encode()) > MAX_BATCH_TEXT:
+            puts.append(batch_put(table, key, events[start:index], expires_at))
+            start, size = index, 0
+        size += len(text.encode())
+    if start < len(events):
+        puts.append(batch_put(table, key, events[start:], expires_at))
+    return puts
+
+
 def batch_put(table: str, key: LogKey, events: list[tuple[int, str]], expires_at: int | None) -> dict[str, Any]:
     """A TransactWriteItems `Put` of one batch (never over one already written)."""
     item: dict[str, Any] = {
@@ -172,7 +193,14 @@ class DynamoDBEventLog:
         if not events:
             self._update(update)
             return
-        self._transact([{"Update": update}, batch_put(self.table_name, key, events, expires_at)], guarded_at=0)
+        try:
+            self._transact([{"Update": update}, *batch_puts(self.table_name, key, events, expires_at)], guarded_at=0)
+        except StoreUnavailable:
+            # Its answer may have been lost after it landed: the retry then finds its own
+            # batch there. Landed, the state says so (this worker's, at least this far).
+            state = self.get_state(key)
+            if state is None or state.worker != worker or state.last_seq < events[-1][0]:
+                raise
 
     def open(
         self,
@@ -334,7 +362,7 @@ class DynamoDBEventLog:
         }
         items: list[dict[str, Any]] = [{"Update": update}]
         if last_events:
-            items.append(batch_put(self.table_name, key, last_events, expires_at))
+            items.extend(batch_puts(self.table_name, key, last_events, expires_at))
         try:
             self._transact(items, guarded_at=0)
         except RunRevoked:

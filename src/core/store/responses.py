@@ -243,8 +243,8 @@ class DynamoDBResponseStore:
                 log = keys.response_log(item["pk"]["S"])
                 if recorded.events:
                     item["last_seq"] = number_attr(recorded.events[-1][0])
-                    batch = events.batch_put(self.table_name, log, recorded.events, expires_at)
-                    writes.append(ExtraWrite(batch))
+                    puts = events.batch_puts(self.table_name, log, recorded.events, expires_at)
+                    writes.extend(ExtraWrite(put) for put in puts)
             if retire is not None:
                 pointer_key = {
                     "pk": string_attr(conversation_pk(key.owner, retire.name)),
