@@ -97,3 +97,49 @@ def test_a_burst_larger_than_an_item_is_recorded_in_several_batches(log: DynamoD
     events = [(seq, '{"text":"' + secrets.token_hex(60_000) + '"}') for seq in range(6)]  # 720 KB of hex
     log.flush(KEY, events, worker="w1", lease_until=10**10, expires_at=None)
     assert log.read(KEY, -1).events == events
+
+
+async def test_a_chat_turn_guarded_by_its_run_is_not_stored_once_a_cancel_was_asked(
+    local_table: tuple[Any, str], log: DynamoDBEventLog
+) -> None:
+    from core.store.base import NewTurn, RunGuard, SessionKey
+    from core.store.dynamodb import DynamoDBSessionStore
+
+    client, name = local_table
+    store = DynamoDBSessionStore(name, ttl_days=30, client=client)
+    key = SessionKey(owner="alice", session_id="s1")
+    turn = NewTurn(
+        messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], system=[], title="hi"
+    )
+    run_guard = RunGuard(pk=KEY.pk, state_sk=KEY.state_sk, worker="w1")
+    await store.append(key, turn, None, fresh_session=True, run_guard=run_guard)
+    state = log.get_state(KEY)
+    assert state is not None and log.request_cancel(KEY, state)
+    with pytest.raises(RunRevoked):
+        await store.append(key, turn, None, run_guard=run_guard)
+    assert (await store.load(key, 10)).message_count == 2
+
+
+async def test_a_run_whose_own_last_write_is_refused_ends_without_cancelling_its_waiters(
+    local_table: tuple[Any, str], log: DynamoDBEventLog
+) -> None:
+    """The run's own task learns it lost the run (here: its lease was taken by a reader);
+    whoever waits for it (the Lambda runtime, before its next invocation) sees it end."""
+    from core.resumable import runs
+    from core.resumable.recorder import Recorder, RecordingPolicy
+
+    async def answer() -> Any:
+        yield {"n": 0}
+        state = log.get_state(KEY)
+        assert state is not None and log.end(KEY, state, status="failed", last_events=[], expires_at=None)
+        yield {"n": 1}
+
+    recorder = Recorder(log, KEY, worker="w1", expires_at=None, policy=RecordingPolicy(flush_seconds=5))
+    counter = iter(range(10))
+    run = runs.start(
+        answer(), recorder, seq_of=lambda _e: next(counter), ending=lambda _last: ("completed", {}), keep_alive=False
+    )
+    await run.wait()
+    assert recorder.revoked
+    state = log.get_state(KEY)
+    assert state is not None and state.status == "failed"
