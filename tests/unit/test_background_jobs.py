@@ -107,3 +107,23 @@ async def test_a_job_delivered_twice_runs_once(app_and_api: tuple[Any, httpx.Asy
     await run_job(app, held.jobs[0])
     await run_job(app, held.jobs[0])
     assert await messages(api, queued.headers[HEADER]) == ["once", "Echo: once (I was given 1 message.)"]
+
+
+async def test_deleting_its_session_while_a_response_waits_deletes_it_and_it_never_runs(
+    app_and_api: tuple[Any, httpx.AsyncClient, HeldJobs], moto_table: tuple[Any, str]
+) -> None:
+    app, api, held = app_and_api
+    first = await api.post("/v1/responses", json={"model": "echo", "input": "root"})
+    session = first.headers[HEADER]
+    queued = await api.post(
+        "/v1/responses",
+        json={"model": "echo", "input": "later", "background": True, "previous_response_id": first.json()["id"]},
+    )
+    assert queued.headers[HEADER] == session
+    assert (await api.delete(f"/v1/sessions/{session}")).status_code == 200
+    assert (await api.get(f"/v1/responses/{queued.json()['id']}")).status_code == 404
+    await run_job(app, held.jobs[0])
+    assert (await api.get(f"/v1/sessions/{session}/messages")).status_code == 404
+    assert (await api.get(f"/v1/responses/{queued.json()['id']}")).status_code == 404
+    client, name = moto_table
+    assert client.scan(TableName=name)["Items"] == []

@@ -137,7 +137,7 @@ class RecordedResponses:
         lease = self.clock() + (QUEUE_SECONDS if worker is None else self.policy.lease_seconds)
         try:
             await self.service.store.open_response(  # type: ignore[attr-defined]
-                prepared.owner, stored, worker=worker, lease_until=lease, request=request
+                prepared.owner, stored, worker=worker, lease_until=lease, request=request, link=not prepared.fresh
             )
         except StoreUnavailable:
             raise unavailable("The response could not be saved, so it was not started. Retry the request.") from None

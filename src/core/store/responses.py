@@ -175,10 +175,14 @@ class DynamoDBResponseStore:
         worker: str | None,
         lease_until: float | None,
         request: dict[str, Any] | None = None,
+        link: bool = False,
     ) -> None:
         """The item of a response that starts running (or is queued: `worker` None and
-        `request`, what a background worker needs to run it). Its events follow in its
-        partition; its turn's transaction replaces it when it is done."""
+        `request`, what a background worker needs to run it). With `link` (its session
+        exists already), its link in the session's partition too, in one transaction:
+        deleting the session while it runs deletes it (and its events), and its worker,
+        refused its next write, stops. Its events follow in its partition; its turn's
+        transaction replaces it (and writes the link) when it is done."""
         item = self._response_item(owner, response)
         item["last_seq"] = number_attr(-1)
         if worker is not None:
@@ -187,11 +191,24 @@ class DynamoDBResponseStore:
             item["lease_until"] = number_attr(round(lease_until, 3))
         if request is not None:
             item["request"] = string_attr(_json(request))
-        await anyio.to_thread.run_sync(self._put_new, item)
+        puts: list[dict[str, Any]] = [
+            {"Put": {"TableName": self.table_name, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
+        ]
+        if link:
+            session = session_pk(SessionKey(owner=owner, session_id=response.session_id))
+            puts.append(
+                {
+                    "Put": {
+                        "TableName": self.table_name,
+                        "Item": link_item(session, item["pk"]["S"], RESPONSE_SK, response.expires_at),
+                    }
+                }
+            )
+        await anyio.to_thread.run_sync(self._put_new, puts)
 
-    def _put_new(self, item: dict[str, Any]) -> None:
+    def _put_new(self, puts: list[dict[str, Any]]) -> None:
         with store_errors():
-            self.client.put_item(TableName=self.table_name, Item=item, ConditionExpression="attribute_not_exists(pk)")
+            self.client.transact_write_items(TransactItems=puts)
 
     async def get_request(self, owner: str, response_id: str) -> dict[str, Any] | None:
         """What a queued background response was asked (`open_response`'s `request`)."""
