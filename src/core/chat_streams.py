@@ -22,19 +22,19 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import anyio
 
 from core.chat import ChatService, PreparedTurn
-from core.errors import ApiError, bad_request, internal_error, not_found, unavailable
+from core.errors import ApiError, internal_error, not_found, unavailable
 from core.resumable import runs
 from core.resumable.follow import follow
 from core.resumable.recorder import Recorder, RecordingPolicy
 from core.sessions import RESUMABLE_HEADER
-from core.sse import KEEPALIVE, with_keepalive
+from core.sse import Recorded, recorded_frames, ticking
 from core.store.base import SessionKey, StoreUnavailable
 from core.store.errors import store_errors
 from core.store.events import DynamoDBEventLog, RunState, event_json
@@ -46,17 +46,6 @@ DONE_EVENT: dict[str, Any] = {"done": True}
 """Recorded last by an answer that ended well (or was cancelled): sent as `data: [DONE]`."""
 DONE_TEXT = event_json(DONE_EVENT)
 DIED = "The answer stopped before it finished: the process running it was interrupted. Nothing was stored."
-
-
-def wants_resumable(value: str | None) -> bool:
-    if value is None:
-        return False
-    flag = value.strip().lower()
-    if flag in ("true", "1", "on", "yes"):
-        return True
-    if flag in ("false", "0", "off", "no", ""):
-        return False
-    raise bad_request(f"{RESUMABLE_HEADER} must be true or false.", param=RESUMABLE_HEADER, code="invalid_value")
 
 
 @dataclass
@@ -230,14 +219,14 @@ def frame(text: str) -> bytes:
 
 
 async def open_frames(
-    events: AsyncIterator[tuple[int, str]], failure: list[ApiError] | None, keepalive_seconds: float
+    events: AsyncIterator[Recorded], failure: list[ApiError] | None, keepalive_seconds: float
 ) -> AsyncIterator[bytes]:
     """A recorded answer's SSE frames, keepalives included. With `failure` (the run's
     own, in the process that runs it), this waits for the model's first event like a
     plain stream does, so a failure before any token is that HTTP status, not a stream;
     a resumed stream (None) starts at once."""
-    ticks = cast(AsyncGenerator[tuple[int, str] | None, None], with_keepalive(events, keepalive_seconds))
-    head: list[tuple[int, str] | None] = []
+    ticks = ticking(events, keepalive_seconds)
+    head: list[Recorded | None] = []
     if failure is not None:
         async for item in ticks:  # the role chunk, then the first model event or a tick
             head.append(item)
@@ -246,18 +235,4 @@ async def open_frames(
     if failure and len(head) == 2 and head[1] is not None and head[1][1].startswith('{"error"'):
         await ticks.aclose()
         raise failure[0]
-    return _frames(head, ticks)
-
-
-async def _frames(
-    head: list[tuple[int, str] | None], rest: AsyncGenerator[tuple[int, str] | None, None]
-) -> AsyncIterator[bytes]:
-    try:
-        for item in head:
-            yield KEEPALIVE if item is None else frame(item[1])
-        async for item in rest:
-            yield KEEPALIVE if item is None else frame(item[1])
-    except Exception:
-        logger.exception("following a resumable answer failed")
-    finally:
-        await rest.aclose()
+    return recorded_frames(head, ticks, frame)

@@ -90,3 +90,16 @@ def trim_window(recent: list[dict[str, Any]], *, cut: bool) -> list[dict[str, An
         return recent[first_user:]
     first_non_tool = next((i for i, m in enumerate(recent) if m.get("role") != "tool"), len(recent))
     return recent[first_non_tool:]
+
+
+def wants_resumable(value: str | None) -> bool:
+    """`X-Threadline-Resumable` read: absent or false is a plain stream; anything but a
+    boolean is a 400 (never a silent plain stream the client did not ask for)."""
+    if value is None:
+        return False
+    flag = value.strip().lower()
+    if flag in ("true", "1", "on", "yes"):
+        return True
+    if flag in ("false", "0", "off", "no", ""):
+        return False
+    raise bad_request(f"{RESUMABLE_HEADER} must be true or false.", param=RESUMABLE_HEADER, code="invalid_value")

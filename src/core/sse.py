@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import suppress
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from core import telemetry
 from core.errors import ApiError, internal_error
@@ -115,3 +115,30 @@ async def _frames(
         aclose = getattr(rest, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+Recorded = tuple[int, str]
+"""A recorded event: its sequence number and its JSON (`core.resumable`)."""
+Ticks = AsyncGenerator[Recorded | None, None]
+
+
+def ticking(events: AsyncIterator[Recorded], keepalive_seconds: float) -> Ticks:
+    """Recorded events, and None for each quiet `keepalive_seconds`."""
+    return cast(Ticks, with_keepalive(events, keepalive_seconds))
+
+
+async def recorded_frames(
+    head: list[Recorded | None], rest: Ticks, render: Callable[[str], bytes]
+) -> AsyncIterator[bytes]:
+    """The SSE frames of a recorded answer (`head`, already read, then `rest`), each
+    event's JSON framed by `render` as it was recorded, never parsed again. A store that
+    fails mid-way ends the stream (logged): the client resumes from what it has."""
+    try:
+        for item in head:
+            yield KEEPALIVE if item is None else render(item[1])
+        async for item in rest:
+            yield KEEPALIVE if item is None else render(item[1])
+    except Exception:
+        logger.exception("following a recorded answer failed")
+    finally:
+        await rest.aclose()

@@ -17,9 +17,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import telemetry
 from core.chat import ChatService
-from core.chat_streams import open_frames, wants_resumable
 from core.errors import ApiError, not_found, unavailable, validation_error
-from core.sessions import RESUMABLE_HEADER, SESSION_HEADER
+from core.sessions import RESUMABLE_HEADER, SESSION_HEADER, wants_resumable
 from core.settings import Settings, get_settings
 from core.sse import KEEPALIVE_SECONDS, open_chat_stream
 from core.store.base import StoreUnavailable
@@ -119,6 +118,8 @@ def create_app(
                 request, session_id=turn.session_id, opening=open_chat_stream(chat.stream(turn), keepalive_seconds)
             )
         # Recorded: it runs on when its client leaves, who resumes it by session id.
+        from core.chat_streams import open_frames  # only where used: cold starts never load it
+
         started = await resumable_chat(request).start(turn)
         events = started.run.recorder.broadcast.follow(-1)
         return await answers.streamed(

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from core.errors import ApiError, bad_request
-from core.responses.sse import open_recorded_stream, open_response_stream, recorded_frames
+from core.responses.sse import open_recorded_stream, open_response_stream, replay_frames
 from core.responses.wire import CreateResponseRequest, parse_create_request
 from core.sessions import SESSION_HEADER
 from core.sse import KEEPALIVE_SECONDS
@@ -99,7 +99,7 @@ async def retrieve_response(request: Request) -> Response:
     if _flag(request, "stream"):
         after = _starting_after(request)
         events = await recorded_responses(request).stream(owner, response_id, after)
-        frames = recorded_frames(events, _keepalive_seconds(request))
+        frames = replay_frames(events, _keepalive_seconds(request))
         return StreamingResponse(
             frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )

@@ -11,7 +11,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from core.chat_streams import open_frames
 from core.compaction import CompactionFailed
 from core.errors import ApiError, bad_request, not_found, unavailable
 from core.sessions import SESSION_HEADER, STREAM_ID_HEADER, validate_session_id
@@ -221,6 +220,8 @@ async def resume_stream(request: Request) -> Response:
         )
     stream_id, events = await resumable_chat(request).resume(key, after)
     keepalive = float(getattr(request.app.state, "keepalive_seconds", KEEPALIVE_SECONDS))
+    from core.chat_streams import open_frames
+
     frames = await open_frames(events, None, keepalive)
     return StreamingResponse(
         frames,

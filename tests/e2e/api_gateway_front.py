@@ -20,22 +20,21 @@ from __future__ import annotations
 
 import json
 import queue
-import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from tests.e2e.events import rest_event
 from tests.e2e.fake_runtime_api import DELIMITER, Chunk, FakeRuntimeAPI, Invocation
+from tests.fakes.served import ServedInThread
 
 STAGE = "prod"
 BAD_GATEWAY = b'{"message": "Internal server error"}'
 NO_BODY_STATUSES = frozenset({204, 304})
 
 
-class ApiGatewayFront:
+class ApiGatewayFront(ServedInThread):
     def __init__(self, api: FakeRuntimeAPI, *, stage: str = STAGE, timeout_seconds: float = 60.0) -> None:
         self.api = api
         self.stage = stage
@@ -43,26 +42,14 @@ class ApiGatewayFront:
         self._streams: dict[str, queue.Queue[bytes]] = {}
         self._previous = api.on_chunk
         api.on_chunk = self._on_chunk
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._serve(ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class()))
 
     @property
     def url(self) -> str:
         """The invoke URL, as the stack's `ApiUrl` output gives it: the stage included."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/{self.stage}"
+        return f"{self.origin}/{self.stage}"
 
-    def __enter__(self) -> ApiGatewayFront:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+    def _stopped(self) -> None:
         self.api.on_chunk = self._previous
 
     def _on_chunk(self, invocation: Invocation, chunk: Chunk) -> None:

@@ -23,9 +23,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.fakes.served import ServedInThread
 
 PATH_PREFIX = "/2015-03-31/functions/"
 PATH_SUFFIX = "/invocations"
@@ -46,7 +47,7 @@ class AsyncInvocation:
         return json.loads(self.payload)
 
 
-class FakeLambda:
+class FakeLambda(ServedInThread):
     def __init__(
         self,
         function_name: str,
@@ -59,25 +60,11 @@ class FakeLambda:
         self.copies = copies
         self.invocations: list[AsyncInvocation] = []
         self.received = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._serve(ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class()))
 
     @property
     def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> FakeLambda:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        return self.origin
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self

@@ -17,12 +17,12 @@ accepts any signature, as moto does.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from socketserver import ThreadingMixIn
-from types import TracebackType
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from tests.fakes.served import ServedInThread
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
@@ -53,16 +53,15 @@ def _application(environ: dict[str, Any], start_response: Any) -> Iterable[bytes
     return [payload]
 
 
-class SecretsManagerServer:
+class SecretsManagerServer(ServedInThread):
     def __init__(self) -> None:
-        self._server = make_server(
-            "127.0.0.1", 0, _application, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
+        self._serve(
+            make_server("127.0.0.1", 0, _application, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
         )
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}"
+        return self.origin
 
     def client(self) -> Any:
         """A botocore Secrets Manager client on this endpoint (dummy credentials)."""
@@ -79,14 +78,3 @@ class SecretsManagerServer:
     def create(self, name: str, value: str) -> str:
         """A new secret holding `value`; its ARN."""
         return str(self.client().create_secret(Name=name, SecretString=value)["ARN"])
-
-    def __enter__(self) -> SecretsManagerServer:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)

@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
 from core.responses.service import PreparedResponse
-from core.sse import KEEPALIVE, KEEPALIVE_SECONDS, with_keepalive
+from core.sse import KEEPALIVE, KEEPALIVE_SECONDS, Recorded, recorded_frames, ticking, with_keepalive
 
 logger = logging.getLogger("threadline.responses.sse")
 
@@ -83,13 +83,13 @@ def _recorded_frame(text: str) -> bytes:
 
 
 async def open_recorded_stream(
-    events: AsyncIterator[tuple[int, str]], prepared: PreparedResponse, keepalive_seconds: float
+    events: AsyncIterator[Recorded], prepared: PreparedResponse, keepalive_seconds: float
 ) -> AsyncIterator[bytes]:
     """`open_response_stream` for the client of a recorded run in its own process: the
     same wait for the first event past the opening ones (a failure before it is that
     HTTP status), then the recorded JSON framed as it is, never parsed again."""
-    ticks = cast(AsyncGenerator[tuple[int, str] | None, None], with_keepalive(events, keepalive_seconds))
-    head: list[tuple[int, str] | None] = []
+    ticks = ticking(events, keepalive_seconds)
+    head: list[Recorded | None] = []
     async for item in ticks:
         head.append(item)
         if item is None or event_type(item[1]) not in _OPENING:
@@ -98,30 +98,10 @@ async def open_recorded_stream(
     if last is not None and event_type(last[1]) == "response.failed" and prepared.failure is not None:
         await ticks.aclose()
         raise prepared.failure
-    return _recorded_frames(head, ticks)
+    return recorded_frames(head, ticks, _recorded_frame)
 
 
-async def _recorded_frames(
-    head: list[tuple[int, str] | None], rest: AsyncGenerator[tuple[int, str] | None, None]
-) -> AsyncIterator[bytes]:
-    try:
-        for item in head:
-            yield KEEPALIVE if item is None else _recorded_frame(item[1])
-        async for item in rest:
-            yield KEEPALIVE if item is None else _recorded_frame(item[1])
-    except Exception:
-        logger.exception("response stream failed")
-    finally:
-        await rest.aclose()
-
-
-async def recorded_frames(events: AsyncIterator[tuple[int, str]], keepalive_seconds: float) -> AsyncIterator[bytes]:
+async def replay_frames(events: AsyncIterator[Recorded], keepalive_seconds: float) -> AsyncIterator[bytes]:
     """A replayed and followed recorded response as SSE frames, keepalives included."""
-    ticks = cast(AsyncGenerator[tuple[int, str] | None, None], with_keepalive(events, keepalive_seconds))
-    try:
-        async for item in ticks:
-            yield KEEPALIVE if item is None else _recorded_frame(item[1])
-    except Exception:
-        logger.exception("replaying a response stream failed")
-    finally:
-        await ticks.aclose()
+    async for frame in recorded_frames([], ticking(events, keepalive_seconds), _recorded_frame):
+        yield frame

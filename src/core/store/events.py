@@ -170,26 +170,10 @@ class DynamoDBEventLog:
         worker's, or a cancel was asked (unless `cancellable` is False: the write that
         ends it as cancelled): nothing was written then."""
         condition, names, values = guard(worker, cancellable=cancellable)
-        sets = ["lease_until = :lease"]
-        values = {**values, ":lease": number_attr(round(lease_until, 3))}
-        if events:
-            sets.append("last_seq = :last")
-            values[":last"] = number_attr(events[-1][0])
+        sets = {"lease_until": number_attr(round(lease_until, 3)), **(attrs or {})}
         if status is not None:
-            sets.append("#status = :status")
-            values[":status"] = string_attr(status)
-        for index, (name, value) in enumerate((attrs or {}).items()):
-            names[f"#a{index}"] = name
-            values[f":a{index}"] = value
-            sets.append(f"#a{index} = :a{index}")
-        update = {
-            "TableName": self.table_name,
-            "Key": {"pk": string_attr(key.pk), "sk": string_attr(key.state_sk)},
-            "UpdateExpression": "SET " + ", ".join(sets),
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-        }
+            sets["status"] = string_attr(status)
+        update = self._state_update(key, events, sets, condition, names, values)
         if not events:
             self._update(update)
             return
@@ -335,7 +319,6 @@ class DynamoDBEventLog:
         when it moved meanwhile: read it again and decide again."""
         names = {"#status": "status"}
         values: dict[str, Any] = {
-            ":status": string_attr(status),
             ":seen_status": string_attr(seen.status),
             ":seen_last": number_attr(seen.last_seq),
         }
@@ -343,23 +326,8 @@ class DynamoDBEventLog:
         if seen.lease_until is not None:
             condition += " AND lease_until = :seen_lease"
             values[":seen_lease"] = number_attr(seen.lease_until)
-        sets = ["#status = :status", "ended_outside = :true"]
-        values[":true"] = {"BOOL": True}
-        if last_events:
-            sets.append("last_seq = :last")
-            values[":last"] = number_attr(last_events[-1][0])
-        for index, (name, value) in enumerate((attrs or {}).items()):
-            names[f"#a{index}"] = name
-            values[f":a{index}"] = value
-            sets.append(f"#a{index} = :a{index}")
-        update = {
-            "TableName": self.table_name,
-            "Key": {"pk": string_attr(key.pk), "sk": string_attr(key.state_sk)},
-            "UpdateExpression": "SET " + ", ".join(sets) + " REMOVE lease_until",
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-        }
+        sets = {"status": string_attr(status), "ended_outside": {"BOOL": True}, **(attrs or {})}
+        update = self._state_update(key, last_events, sets, condition, names, values, remove="lease_until")
         items: list[dict[str, Any]] = [{"Update": update}]
         if last_events:
             items.extend(batch_puts(self.table_name, key, last_events, expires_at))
@@ -391,6 +359,36 @@ class DynamoDBEventLog:
                 request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # -- internals ------------------------------------------------------------------
+
+    def _state_update(
+        self,
+        key: LogKey,
+        events: list[tuple[int, str]],
+        sets: dict[str, Any],
+        condition: str,
+        names: dict[str, str],
+        values: dict[str, Any],
+        *,
+        remove: str | None = None,
+    ) -> dict[str, Any]:
+        """An `Update` of the run's state item: `sets` (attribute names to values, every
+        name through a placeholder: `status` is a reserved word), `last_seq` moved to the
+        last of `events` when there are any, on `condition`."""
+        if events:
+            sets = {**sets, "last_seq": number_attr(events[-1][0])}
+        clauses = []
+        for index, (name, value) in enumerate(sets.items()):
+            names = {**names, f"#s{index}": name}
+            values = {**values, f":s{index}": value}
+            clauses.append(f"#s{index} = :s{index}")
+        return {
+            "TableName": self.table_name,
+            "Key": {"pk": string_attr(key.pk), "sk": string_attr(key.state_sk)},
+            "UpdateExpression": "SET " + ", ".join(clauses) + (f" REMOVE {remove}" if remove else ""),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
 
     def _update(self, update: dict[str, Any]) -> None:
         try:
